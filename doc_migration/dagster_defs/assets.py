@@ -1,0 +1,179 @@
+"""The five assets of the migration. Bulky data lives in PostgreSQL, not in IO managers: each asset
+returns a MaterializeResult with metadata, so range runs and Kubernetes pods need no shared disk.
+
+Every asset handles the partitions of its run one by one; a partition that fails is recorded and
+skipped downstream, the others go on; the run fails at the end if any partition failed.
+"""
+
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import dagster as dg
+from dagster import AssetExecutionContext
+
+from ..config import redact
+from ..pipeline import progress
+from ..pipeline.embed import embed_partition
+from ..pipeline.load import load_partition
+from ..pipeline.parse import stage_partition
+from ..pipeline.scan import record_scans, scan
+from ..storage import ledger
+from ..storage.database import ensure_vector_index
+from ..validation.report import build_report
+from .partitions import build_partitions
+from .resources import MigrationResource
+
+PARTITIONS = build_partitions()
+POLICY = dg.BackfillPolicy.single_run()
+OWNERS = ["team:doc-platform"]
+GROUP = "doc_migration"
+CODE_VERSION = "1"
+
+T = TypeVar("T")
+
+
+def _each_partition(context: AssetExecutionContext, migration: MigrationResource, stage: str,
+                    fn: Callable[[str], T]) -> tuple[dict[str, T], list[str]]:
+    """Run ``fn`` per partition of the run, skipping those an earlier stage failed, recording failures."""
+    keys = list(context.partition_keys)
+    failed_before = ledger.failed_partitions(migration.settings, migration.url, context.run_id)
+    results: dict[str, T] = {}
+    failed: list[str] = []
+    for i, key in enumerate(keys):
+        if key in failed_before:
+            failed.append(key)
+            continue
+        try:
+            results[key] = fn(key)
+        except Exception as exc:  # recorded, then the next partition goes on
+            message = redact(f"{type(exc).__name__}: {exc}")
+            context.log.error(f"partition {key} failed in {stage}: {message}")
+            ledger.record_failure(migration.settings, migration.url, context.run_id, key, stage, message)
+            failed.append(key)
+        progress.report(stage, i + 1, len(keys))
+    return results, failed
+
+
+@dg.asset(
+    partitions_def=PARTITIONS, backfill_policy=POLICY, group_name=GROUP, owners=OWNERS, code_version=CODE_VERSION,
+    kinds={"python", "filesystem"},
+    description="Files of each partition (doc_type × shard) listed from the source manifest, with sha256 checksums.",
+)
+def source_manifest(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
+    start = time.perf_counter()
+    keys = list(context.partition_keys)
+    scans = scan(migration.settings, migration.manifest, keys)
+    record_scans(migration.settings, migration.url, scans, context.run_id)
+    progress.report("scan", len(keys), len(keys))
+    return dg.MaterializeResult(metadata={
+        "partitions": len(keys),
+        "files": sum(s.files for s in scans.values()),
+        "bytes": sum(s.bytes for s in scans.values()),
+        "refused_at_scan": sum(1 for s in scans.values() for i, _ in s.items if i.refusal),
+        "seconds": round(time.perf_counter() - start, 3),
+    })
+
+
+@dg.asset(
+    deps=[source_manifest], partitions_def=PARTITIONS, backfill_policy=POLICY, group_name=GROUP, owners=OWNERS,
+    code_version=CODE_VERSION, kinds={"python", "postgres"},
+    description="Changed partitions parsed and chunked (cl100k tokens) into the pipeline's staging tables; "
+                "bad files are quarantined with a reason.",
+)
+def parsed_docs(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
+    start = time.perf_counter()
+    results, failed = _each_partition(context, migration, "parse", lambda key: stage_partition(
+        migration.settings, migration.manifest, migration.url, key, context.run_id, migration.parallel))
+    quarantined = [q for r in results.values() for q in r.quarantined]
+    for q in quarantined:
+        context.log.warning(f"quarantined {q['doc_type']}/{q['path']}: {q['reason']}")
+    return dg.MaterializeResult(metadata={
+        "partitions_staged": sum(1 for r in results.values() if r.status == "staged"),
+        "partitions_unchanged": sum(1 for r in results.values() if r.status == "unchanged"),
+        "documents": sum(r.documents for r in results.values()),
+        "chunks": sum(r.chunks for r in results.values()),
+        "quarantined": len(quarantined),
+        "quarantine": dg.MetadataValue.json(quarantined[:200]),
+        "failed_partitions": dg.MetadataValue.json(failed),
+        "seconds": round(time.perf_counter() - start, 3),
+    })
+
+
+@dg.asset(
+    deps=[parsed_docs], partitions_def=PARTITIONS, backfill_policy=POLICY, group_name=GROUP, owners=OWNERS,
+    code_version=CODE_VERSION, kinds={"openai", "postgres"}, pool="embeddings",
+    description="Vectors for every staged chunk, from the embedding cache or the configured embedder.",
+)
+def embeddings(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
+    start = time.perf_counter()
+    embedder = migration.embedder
+    results, failed = _each_partition(context, migration, "embed", lambda key: embed_partition(
+        migration.settings, migration.url, key, context.run_id, embedder))
+    return dg.MaterializeResult(metadata={
+        "model": migration.settings.model_name,
+        "dims": migration.settings.embedding_dims,
+        "chunks_embedded": sum(r.embedded for r in results.values()),
+        "cache_hits": sum(r.cache_hits for r in results.values()),
+        "carried_over": sum(r.carried for r in results.values()),
+        "tokens_sent": sum(r.tokens for r in results.values()),
+        "requests": sum(r.requests for r in results.values()),
+        "retries": sum(r.retries for r in results.values()),
+        "failed_partitions": dg.MetadataValue.json(failed),
+        "seconds": round(time.perf_counter() - start, 3),
+    })
+
+
+@dg.asset(
+    deps=[embeddings], partitions_def=PARTITIONS, backfill_policy=POLICY, group_name=GROUP, owners=OWNERS,
+    code_version=CODE_VERSION, kinds={"postgres", "pgvector"},
+    description="The doc-server's documents rows of each partition, replaced atomically with a ledger entry.",
+)
+def loaded_rows(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
+    start = time.perf_counter()
+    results, failed = _each_partition(context, migration, "load", lambda key: load_partition(
+        migration.settings, migration.url, key, context.run_id))
+    index_built = False
+    if any(r.status == "loaded" for r in results.values()):
+        index_built = ensure_vector_index(migration.url, migration.settings.embedding_dims)
+    metadata: dict[str, Any] = {
+        "partitions_loaded": sum(1 for r in results.values() if r.status == "loaded"),
+        "partitions_unchanged": sum(1 for r in results.values() if r.status == "unchanged"),
+        "rows_inserted": sum(r.inserted for r in results.values()),
+        "rows_updated": sum(r.updated for r in results.values()),
+        "rows_deleted": sum(r.deleted for r in results.values()),
+        "documents_written": sum(r.documents_written for r in results.values()),
+        "hnsw_index_built": index_built,
+        "failed_partitions": dg.MetadataValue.json(failed),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    if failed:
+        raise dg.Failure(
+            description=f"{len(failed)} partition(s) failed: {', '.join(failed[:20])}; the others were loaded. "
+                        "Re-run the same partitions to resume.",
+            metadata=metadata,
+        )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    deps=[loaded_rows], partitions_def=PARTITIONS, backfill_policy=POLICY, group_name=GROUP, owners=OWNERS,
+    code_version=CODE_VERSION, kinds={"python", "html"},
+    description="Validation of the run's partitions against the ledger, written as JSON for operators.",
+)
+def validation_report(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
+    report = build_report(migration.settings, migration.url, list(context.partition_keys), context.run_id)
+    path = migration.settings.home / "reports" / f"validation-{context.run_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    return dg.MaterializeResult(metadata={
+        "report": dg.MetadataValue.path(str(path)),
+        "passed": report["passed"],
+        "errors": len(report["errors"]),
+        "rows": report["totals"]["rows"],
+    })
+
+
+ASSETS = [source_manifest, parsed_docs, embeddings, loaded_rows, validation_report]

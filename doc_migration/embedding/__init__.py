@@ -1,0 +1,1 @@
+"""Embedders: an offline deterministic one (default) and an OpenAI-compatible client."""

@@ -1,0 +1,31 @@
+"""Choose the embedder from settings: offline unless DOC_MIGRATION_EMBEDDER=openai."""
+
+from __future__ import annotations
+
+import os
+
+from ..config import ConfigError, Settings, env_int
+from .base import Embedder
+from .offline import OfflineEmbedder
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    if settings.embedder == "offline":
+        return OfflineEmbedder(settings.embedding_dims)
+    if not os.environ.get("OPENAI_API_KEY") and not settings.openai_base_url:
+        raise ConfigError("DOC_MIGRATION_EMBEDDER=openai needs OPENAI_API_KEY (and OPENAI_BASE_URL for a "
+                          "compatible server); unset DOC_MIGRATION_EMBEDDER to use the offline embedder")
+    from .openai_client import OpenAIEmbedder
+
+    tpm = env_int("DOC_MIGRATION_OPENAI_TPM", 0) or None
+    rpm = env_int("DOC_MIGRATION_OPENAI_RPM", 0) or None
+    embedder: Embedder = OpenAIEmbedder(
+        model=settings.embedding_model,
+        dims=settings.embedding_dims,
+        api_key=os.environ.get("OPENAI_API_KEY") or "not-needed",
+        base_url=settings.openai_base_url,
+        max_concurrency=env_int("DOC_MIGRATION_OPENAI_CONCURRENCY", 4),
+        tpm=tpm,
+        rpm=rpm,
+    )
+    return embedder

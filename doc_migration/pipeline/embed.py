@@ -1,0 +1,85 @@
+"""Stage 3, embeddings: embed every staged chunk whose exact text is not in the cache yet.
+
+The cache is keyed by (model, dims, sha256 of the text), so a re-run, a rollback followed by a
+redo, or the same text under another path costs nothing. Each batch commits on its own: a crash
+loses at most the batch in flight, and the next run resumes from the cache.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from psycopg import sql
+
+from ..config import Settings
+from ..embedding.base import EmbedStats, Embedder
+from ..storage.database import connection
+
+
+@dataclass
+class EmbedResult:
+    key: str
+    chunks: int = 0
+    cache_hits: int = 0
+    carried: int = 0
+    embedded: int = 0
+    tokens: int = 0
+    requests: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+
+
+def embed_partition(settings: Settings, url: str, key: str, run_id: str, embedder: Embedder) -> EmbedResult:
+    schema = sql.Identifier(settings.pipeline_schema)
+    start = time.perf_counter()
+    result = EmbedResult(key)
+    model, dims = settings.model_name, settings.embedding_dims
+    with connection(url) as conn:
+        counts = conn.execute(sql.SQL(
+            "SELECT count(*), count(*) FILTER (WHERE carried_embedding IS NOT NULL) FROM {}.staged_chunks "
+            "WHERE partition_key = %s").format(schema), (key,)).fetchone()
+        assert counts is not None
+        result.chunks, result.carried = int(counts[0]), int(counts[1])
+        missing = conn.execute(sql.SQL(
+            "SELECT DISTINCT ON (s.text_sha) s.text_sha, s.content, s.token_count FROM {schema}.staged_chunks s "
+            "WHERE s.partition_key = %s AND s.carried_embedding IS NULL AND NOT EXISTS ("
+            "  SELECT 1 FROM {schema}.embedding_cache c WHERE c.model = %s AND c.dims = %s AND c.text_sha = s.text_sha)"
+        ).format(schema=schema), (key, model, dims)).fetchall()
+        conn.rollback()
+        result.cache_hits = result.chunks - result.carried - len(missing)
+        before = EmbedStats()
+        before.add(embedder.stats)
+        batch = max(1, settings.batch_size)
+        for i in range(0, len(missing), batch):
+            part = missing[i:i + batch]
+            vectors = embedder.embed([r[1] for r in part])
+            if vectors.shape != (len(part), dims) or not np.all(np.isfinite(vectors)):
+                raise RuntimeError(f"embedder returned {vectors.shape} for {len(part)} inputs of {dims} dimensions")
+            with conn.cursor() as cur:
+                cur.execute("CREATE TEMP TABLE IF NOT EXISTS _emb (text_sha bytea, embedding vector) ON COMMIT DELETE ROWS")
+                with cur.copy("COPY _emb (text_sha, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+                    copy.set_types(["bytea", "vector"])
+                    for row, vec in zip(part, vectors, strict=True):
+                        copy.write_row((row[0], vec))
+                cur.execute(sql.SQL(
+                    "INSERT INTO {}.embedding_cache (model, dims, text_sha, embedding) "
+                    "SELECT %s, %s, text_sha, embedding FROM _emb ON CONFLICT DO NOTHING").format(schema), (model, dims))
+            conn.commit()
+            result.embedded += len(part)
+        spent = embedder.stats
+        result.tokens = spent.tokens - before.tokens
+        result.requests = spent.requests - before.requests
+        result.retries = spent.retries - before.retries
+        result.seconds = time.perf_counter() - start
+        conn.execute(sql.SQL(
+            "INSERT INTO {}.embedding_spend (run_id, partition_key, model, inputs, cache_hits, tokens, requests, "
+            "retries, seconds) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (run_id, partition_key) DO UPDATE SET "
+            "inputs = embedding_spend.inputs + EXCLUDED.inputs, cache_hits = EXCLUDED.cache_hits, "
+            "tokens = embedding_spend.tokens + EXCLUDED.tokens, requests = embedding_spend.requests + EXCLUDED.requests, "
+            "retries = embedding_spend.retries + EXCLUDED.retries, seconds = embedding_spend.seconds + EXCLUDED.seconds"
+        ).format(schema), (run_id, key, model, result.embedded, result.cache_hits, result.tokens, result.requests,
+                           result.retries, result.seconds))
+        conn.commit()
+    return result

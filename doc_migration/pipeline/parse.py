@@ -1,0 +1,294 @@
+"""Stage 2, parsed docs: parse and chunk the files of changed partitions into the staging tables.
+
+``parse_file`` is a pure function of (file, configuration) so it can run in a worker process;
+``stage_partition`` writes a partition's chunks and quarantine list in one transaction, so a
+crash leaves either the complete staged version or the previous one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import time
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Any
+
+import numpy as np
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from ..chunking import chunk_document
+from ..config import Settings
+from ..manifest import FOLDER, ChunkingConfig, Manifest
+from ..sources.base import ParseContext, ParseLimits, QuarantineError
+from ..sources.registry import detect_format, get_parser
+from ..storage.database import connection
+
+ROW_NAMESPACE = uuid.UUID("6f1d3c1e-7b0a-5d6e-9a43-2f0d1c9e8b71")
+
+
+def row_id(doc_type: str, source_name: str, doc_path: str) -> uuid.UUID:
+    """Deterministic ids: a retried or doubled load can never create a second row."""
+    return uuid.uuid5(ROW_NAMESPACE, f"{doc_type}\x1f{source_name}\x1f{doc_path}")
+
+
+@dataclass
+class FileJob:
+    source_name: str
+    doc_type: str
+    rel_path: str
+    abs_path: str
+    fmt: str
+    refusal: str | None
+    default_metadata: dict[str, Any]
+    options: dict[str, Any]
+    chunking: ChunkingConfig
+    limits: ParseLimits
+    dims: int
+    model: str
+
+
+@dataclass
+class FileResult:
+    rel_path: str
+    source_name: str
+    sha256: str | None = None
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    documents: int = 0
+    quarantine: dict[str, str] | None = None
+    seconds: float = 0.0
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise _Timeout()
+
+
+def _quarantine(job: FileJob, stage: str, reason: str, hint: str) -> dict[str, str]:
+    return {"path": job.rel_path, "source_name": job.source_name, "doc_type": job.doc_type,
+            "stage": stage, "reason": reason, "hint": hint}
+
+
+def parse_file(job: FileJob) -> FileResult:
+    """Read, parse and chunk one file; any refusal becomes a quarantine record, never an exception."""
+    start = time.perf_counter()
+    result = FileResult(job.rel_path, job.source_name)
+    if job.refusal:
+        result.quarantine = _quarantine(job, "scan", job.refusal, "see docs/troubleshooting.md")
+        return result
+    try:
+        with open(job.abs_path, "rb") as fh:
+            data = fh.read(job.limits.max_file_bytes + 1)
+    except OSError as exc:
+        result.quarantine = _quarantine(job, "read", f"cannot read file: {exc.strerror}", "check permissions")
+        return result
+    if len(data) > job.limits.max_file_bytes:
+        result.quarantine = _quarantine(job, "read", f"file too large: over {job.limits.max_file_bytes:,} bytes",
+                                        "raise limits.max_file_bytes in the manifest or exclude the file")
+        return result
+    result.sha256 = hashlib.sha256(data).hexdigest()
+    use_alarm = hasattr(signal, "setitimer") and _in_worker
+    try:
+        fmt = job.fmt if job.fmt != "auto" else detect_format(job.rel_path, data[:4096])
+        ctx = ParseContext(job.rel_path, job.doc_type, job.source_name, fmt, job.options, job.limits)
+        if use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, job.limits.parse_timeout_s)
+        try:
+            docs = get_parser(fmt)(data, ctx)
+        finally:
+            if use_alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        if not docs:
+            raise QuarantineError("no documents found in the file", "check the file's content and format")
+        rows: list[tuple[Any, ...]] = []
+        seen_paths: set[str] = set()
+        for doc in docs:
+            source_name = doc.source_name or job.source_name
+            carried = None
+            if doc.embedding is not None and len(doc.embedding) == job.dims:
+                carried_model = doc.embedding_model or job.options.get("carried_model") or job.model
+                if carried_model == job.model:
+                    carried = np.asarray(doc.embedding, dtype=np.float32)
+            if carried is not None:
+                text = doc.text
+                chunk_list = [(text, (), None)] if text.strip() else []
+            else:
+                chunk_list = [(c.text, c.heading_path, c.token_count) for c in chunk_document(doc, job.chunking)]
+            if not chunk_list:
+                continue
+            result.documents += 1
+            n = len(chunk_list)
+            for i, (text, heading_path, tokens) in enumerate(chunk_list):
+                if "\x00" in text:
+                    raise QuarantineError("NUL byte in extracted text", "PostgreSQL text cannot store NUL; fix the file")
+                doc_path = doc.path if n == 1 else f"{doc.path}#chunk{i:04d}"
+                if doc_path in seen_paths:
+                    raise QuarantineError(f"duplicate document path {doc_path!r} inside the file",
+                                          "each record must have a unique path")
+                seen_paths.add(doc_path)
+                if tokens is None:
+                    from ..tokens import count_tokens
+
+                    tokens = count_tokens(text)
+                meta: dict[str, Any] = {
+                    **job.default_metadata,
+                    **doc.metadata,
+                    "source_file": job.rel_path,
+                    "source_sha256": result.sha256,
+                    "document_path": doc.path,
+                    "chunk_index": i,
+                    "chunk_count": n,
+                    "embedding_model": job.model,
+                    "embedding_dims": job.dims,
+                }
+                if doc.title and "title" not in meta:
+                    meta["title"] = doc.title
+                if heading_path:
+                    meta["section_path"] = list(heading_path)
+                rows.append((
+                    row_id(job.doc_type, source_name, doc_path), job.doc_type, source_name, doc_path,
+                    job.rel_path, doc.path, text, json.loads(json.dumps(meta, ensure_ascii=False, default=str)),
+                    hashlib.sha256(text.encode("utf-8")).digest(), tokens, carried,
+                ))
+        if not rows:
+            raise QuarantineError("no text could be extracted", "check that the file has readable content")
+        result.rows = rows
+    except QuarantineError as exc:
+        result.quarantine = _quarantine(job, exc.stage, exc.reason, exc.hint)
+        result.rows = []
+        result.documents = 0
+    except _Timeout:
+        result.quarantine = _quarantine(job, "parse", f"parsing took longer than {job.limits.parse_timeout_s:g} s",
+                                        "raise limits.parse_timeout_s or exclude the file")
+        result.rows, result.documents = [], 0
+    except RecursionError:
+        result.quarantine = _quarantine(job, "parse", "document nested too deeply to parse", "exclude the file")
+        result.rows, result.documents = [], 0
+    except Exception as exc:  # a parser bug must not stop the run; it is recorded with its type
+        result.quarantine = _quarantine(job, "parse", f"parser error: {type(exc).__name__}: {str(exc)[:300]}",
+                                        "report this as a bug with the file attached")
+        result.rows, result.documents = [], 0
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+_in_worker = False
+
+
+def _worker_init() -> None:
+    global _in_worker
+    _in_worker = True
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def parse_files(jobs: list[FileJob], parallel: int) -> Iterable[FileResult]:
+    """Parse in a process pool when it pays (several files, several cores)."""
+    if parallel <= 1 or len(jobs) < 8:
+        for job in jobs:
+            yield parse_file(job)
+        return
+    with ProcessPoolExecutor(max_workers=parallel, mp_context=get_context("forkserver"),
+                             initializer=_worker_init) as pool:
+        yield from pool.map(parse_file, jobs, chunksize=4)
+
+
+@dataclass
+class StageResult:
+    key: str
+    status: str  # "unchanged" | "staged" | "already-staged"
+    checksum: str
+    files: int = 0
+    documents: int = 0
+    chunks: int = 0
+    quarantined: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def file_jobs(settings: Settings, manifest: Manifest, url: str, key: str) -> list[FileJob]:
+    schema = sql.Identifier(settings.pipeline_schema)
+    by_name = {}
+    for src in manifest.sources:
+        by_name[src.source_name] = src
+    with connection(url) as conn:
+        rows = conn.execute(sql.SQL(
+            "SELECT source_name, rel_path, doc_type, fmt, refusal FROM {}.partition_files "
+            "WHERE partition_key = %s ORDER BY source_name, rel_path").format(schema), (key,)).fetchall()
+    jobs = []
+    for source_name, rel_path, doc_type, fmt, refusal in rows:
+        src = by_name.get(source_name) or next(
+            s for s in manifest.sources if s.source_name_for(doc_type) == source_name)
+        assert src.path is not None
+        meta = {**manifest.doc_types_meta.get(doc_type, {}).get("metadata", {}), **src.metadata}
+        jobs.append(FileJob(source_name, doc_type, rel_path, str(src.path / rel_path), fmt, refusal, meta,
+                            src.options, manifest.chunking, manifest.limits, settings.embedding_dims,
+                            settings.model_name))
+    return jobs
+
+
+def stage_partition(settings: Settings, manifest: Manifest, url: str, key: str, run_id: str,
+                    parallel: int = 1) -> StageResult:
+    schema = sql.Identifier(settings.pipeline_schema)
+    start = time.perf_counter()
+    with connection(url) as conn:
+        scan = conn.execute(sql.SQL("SELECT checksum FROM {}.partition_scans WHERE partition_key = %s").format(schema),
+                            (key,)).fetchone()
+        state = conn.execute(sql.SQL("SELECT checksum FROM {}.partition_state WHERE partition_key = %s").format(schema),
+                             (key,)).fetchone()
+        staged = conn.execute(sql.SQL("SELECT checksum FROM {}.staged_partitions WHERE partition_key = %s").format(
+            schema), (key,)).fetchone()
+    if scan is None:
+        raise RuntimeError(f"partition {key} has not been scanned: materialize source_manifest first")
+    checksum = scan[0]
+    if state is not None and state[0] == checksum:
+        return StageResult(key, "unchanged", checksum, seconds=time.perf_counter() - start)
+    if staged is not None and staged[0] == checksum:
+        return StageResult(key, "already-staged", checksum, seconds=time.perf_counter() - start)
+
+    jobs = file_jobs(settings, manifest, url, key)
+    result = StageResult(key, "staged", checksum, files=len(jobs))
+    doc_type = key.rpartition("-")[0]
+    scope = {s.source_name_for(doc_type) for s in manifest.sources
+             if s.doc_type in (doc_type, FOLDER)}
+    with connection(url) as conn:
+        conn.execute(sql.SQL("DELETE FROM {}.staged_chunks WHERE partition_key = %s").format(schema), (key,))
+        conn.execute(sql.SQL("DELETE FROM {}.staged_partitions WHERE partition_key = %s").format(schema), (key,))
+        with conn.cursor().copy(sql.SQL(
+            "COPY {}.staged_chunks (partition_key, id, doc_type, source_name, doc_path, source_file, document_path, "
+            "content, metadata, text_sha, token_count, carried_embedding) FROM STDIN WITH (FORMAT BINARY)"
+        ).format(schema)) as copy:
+            copy.set_types(["text", "uuid", "text", "text", "text", "text", "text", "text", "jsonb", "bytea",
+                            "int4", "vector"])
+            seen: set[tuple[str, str, str]] = set()
+            for fr in parse_files(jobs, parallel):
+                if fr.quarantine is None:
+                    dup = next((r for r in fr.rows if (r[1], r[2], r[3]) in seen), None)
+                    if dup is not None:
+                        fr.quarantine = {"path": fr.rel_path, "source_name": fr.source_name, "doc_type": dup[1],
+                                         "stage": "parse", "reason": f"document path {dup[3]!r} already produced by "
+                                         "another file of this partition", "hint": "make document paths unique"}
+                if fr.quarantine is not None:
+                    result.quarantined.append(fr.quarantine)
+                    continue
+                for row in fr.rows:
+                    seen.add((row[1], row[2], row[3]))
+                    scope.add(row[2])
+                    copy.write_row((key, *row[:7], Jsonb(row[7]), *row[8:]))
+                result.documents += fr.documents
+                result.chunks += len(fr.rows)
+        conn.execute(sql.SQL(
+            "INSERT INTO {}.staged_partitions (partition_key, checksum, run_id, files, documents, chunks, quarantine, "
+            "sources) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(schema),
+            (key, checksum, run_id, result.files, result.documents, result.chunks,
+             json.dumps(result.quarantined, ensure_ascii=False), sorted(scope)))
+        conn.commit()
+    result.seconds = time.perf_counter() - start
+    return result

@@ -1,0 +1,96 @@
+"""Stage 1, the source manifest: which files each partition holds, and their checksums.
+
+The partition checksum covers every file's bytes plus the configuration that shapes rows
+(chunking, embedding model and dimension, source metadata): equal checksum = nothing to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from psycopg import sql
+
+from ..config import Settings
+from ..manifest import Manifest, SourceItem, discover
+from ..storage.database import connection
+
+PIPELINE_VERSION = "1"
+
+
+@dataclass
+class PartitionScan:
+    key: str
+    checksum: str
+    files: int = 0
+    bytes: int = 0
+    items: list[tuple[SourceItem, str | None]] = field(default_factory=list)
+
+
+def file_sha256(path: str, max_bytes: int) -> tuple[str | None, str | None]:
+    """(sha256, refusal). Oversized files are refused before being read."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+    except OSError as exc:
+        return None, f"cannot read file: {exc.strerror}"
+    return h.hexdigest(), None
+
+
+def config_fingerprint(settings: Settings, manifest: Manifest) -> str:
+    sources = [(s.source_name, s.format, json.dumps(s.metadata, sort_keys=True, default=str)) for s in manifest.sources]
+    return json.dumps([PIPELINE_VERSION, manifest.fingerprint(), settings.model_name, settings.embedding_dims,
+                       sources], sort_keys=True)
+
+
+def partition_checksum(fingerprint: str, entries: list[tuple[str, str, str]]) -> str:
+    h = hashlib.sha256(fingerprint.encode())
+    for source_name, rel_path, digest in sorted(entries):
+        h.update(f"\n{source_name}\x1f{rel_path}\x1f{digest}".encode())
+    return h.hexdigest()
+
+
+def scan(settings: Settings, manifest: Manifest, keys: list[str]) -> dict[str, PartitionScan]:
+    fingerprint = config_fingerprint(settings, manifest)
+    by_key: dict[str, list[tuple[SourceItem, str | None]]] = {k: [] for k in keys}
+    for item in discover(manifest, set(keys)):
+        digest: str | None = None
+        refusal = item.refusal
+        if refusal is None and item.size > manifest.limits.max_file_bytes:
+            refusal = (f"file too large: {item.size:,} bytes > limit {manifest.limits.max_file_bytes:,} "
+                       "(raise limits.max_file_bytes in the manifest or exclude the file)")
+        if refusal is None:
+            assert item.abs_path is not None
+            digest, refusal = file_sha256(str(item.abs_path), manifest.limits.max_file_bytes)
+        if refusal is not None:
+            item = SourceItem(**{**item.__dict__, "refusal": refusal})
+        by_key[item.partition].append((item, digest))
+    out: dict[str, PartitionScan] = {}
+    for key, items in by_key.items():
+        entries = [(i.source_name, i.rel_path, d or f"refused:{i.refusal}:{i.size}") for i, d in items]
+        out[key] = PartitionScan(key, partition_checksum(fingerprint, entries), len(items),
+                                 sum(i.size for i, _ in items), items)
+    return out
+
+
+def record_scans(settings: Settings, url: str, scans: dict[str, PartitionScan], run_id: str) -> None:
+    """Persist the scan so later stages (possibly in other pods) see the same file list."""
+    schema = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        for key, s in scans.items():
+            conn.execute(sql.SQL("DELETE FROM {}.partition_files WHERE partition_key = %s").format(schema), (key,))
+            with conn.cursor().copy(sql.SQL(
+                "COPY {}.partition_files (partition_key, source_name, rel_path, doc_type, fmt, size_bytes, sha256, "
+                "refusal, run_id) FROM STDIN").format(schema)) as copy:
+                for item, digest in s.items:
+                    copy.write_row((key, item.source_name, item.rel_path, item.doc_type, item.fmt, item.size,
+                                    digest, item.refusal, run_id))
+            conn.execute(sql.SQL(
+                "INSERT INTO {}.partition_scans (partition_key, checksum, files, bytes, run_id) VALUES (%s,%s,%s,%s,%s) "
+                "ON CONFLICT (partition_key) DO UPDATE SET checksum = EXCLUDED.checksum, files = EXCLUDED.files, "
+                "bytes = EXCLUDED.bytes, run_id = EXCLUDED.run_id, scanned_at = now()").format(schema),
+                (key, s.checksum, s.files, s.bytes, run_id))
+        conn.commit()

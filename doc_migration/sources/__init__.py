@@ -1,0 +1,1 @@
+"""Reading sources: manifest discovery, format detection and one parser module per format."""

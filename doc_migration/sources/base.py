@@ -1,0 +1,167 @@
+"""Contracts shared by every parser: what a parser receives, returns, and how it refuses input.
+
+A parser is a pure function ``parse(data: bytes, ctx: ParseContext) -> list[ParsedDocument]``.
+It never touches the database or the network; it raises :class:`QuarantineError` for input it
+cannot or must not load, and the pipeline records that as a quarantine row and goes on.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+BlockKind = Literal["text", "code", "table"]
+
+
+class QuarantineError(Exception):
+    """Input refused with a reason an operator can act on.
+
+    ``reason`` is a short machine-friendly phrase (``"empty file"``, ``"invalid JSON"``...),
+    ``hint`` says what to do about it. ``str(exc)`` combines both.
+    """
+
+    def __init__(self, reason: str, hint: str = "", stage: str = "parse") -> None:
+        self.reason = reason
+        self.hint = hint
+        self.stage = stage
+        super().__init__(f"{reason}" + (f" ({hint})" if hint else ""))
+
+
+@dataclass(frozen=True)
+class Block:
+    """A structural unit of a document; the chunker packs blocks and never splits a code block
+    unless it alone exceeds the chunk size."""
+
+    text: str
+    heading_path: tuple[str, ...] = ()
+    kind: BlockKind = "text"
+
+
+@dataclass
+class ParsedDocument:
+    """One logical document (a file, or one OpenAPI operation, or one exported record).
+
+    ``path`` is the document's identity inside its source (e.g. ``guide/intro.md`` or
+    ``api/openapi.yaml#GET /pets``); row ids derive from it, so it must be stable.
+    ``embedding`` is set only when a previous database's vector is carried over; such documents
+    are stored as one row, unchunked, and never re-embedded.
+    """
+
+    path: str
+    blocks: list[Block]
+    title: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    embedding: Sequence[float] | None = None
+    embedding_model: str | None = None
+    source_name: str | None = None  # override of the manifest's source_name (SQL dumps, legacy DBs)
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(b.text for b in self.blocks if b.text.strip())
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """Bounds that keep hostile input from exhausting time or memory."""
+
+    max_file_bytes: int = 64 * 1024 * 1024
+    max_json_depth: int = 200
+    max_yaml_aliases: int = 1000
+    parse_timeout_s: float = 120.0
+    max_pdf_pages: int = 2000
+
+
+@dataclass(frozen=True)
+class ParseContext:
+    rel_path: str
+    doc_type: str
+    source_name: str
+    fmt: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    limits: ParseLimits = field(default_factory=ParseLimits)
+
+
+ParserFn = Callable[[bytes, ParseContext], list[ParsedDocument]]
+
+_BOMS: tuple[tuple[bytes, str], ...] = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def sniff_utf16(data: bytes) -> str | None:
+    """UTF-16 without a BOM shows as every other byte NUL in ASCII-heavy text."""
+    sample = data[:4096]
+    if len(sample) < 4:
+        return None
+    even_nul = sample[0::2].count(0) / max(1, len(sample[0::2]))
+    odd_nul = sample[1::2].count(0) / max(1, len(sample[1::2]))
+    if odd_nul > 0.4 and even_nul < 0.05:
+        return "utf-16-le"
+    if even_nul > 0.4 and odd_nul < 0.05:
+        return "utf-16-be"
+    return None
+
+
+def decode_text(data: bytes, declared: str | None = None) -> str:
+    """Decode bytes to text the way a careful reader would, or quarantine.
+
+    Order: BOM, sniffed UTF-16, declared charset, UTF-8. NUL bytes are refused because
+    PostgreSQL text cannot hold them. Line endings are normalised to ``\\n``.
+    """
+    if not data.strip():
+        raise QuarantineError("empty file", "the file has no content; remove it or exclude it in the manifest")
+    text: str | None = None
+    for bom, enc in _BOMS:
+        if data.startswith(bom):
+            try:
+                text = data[len(bom):].decode(enc)
+            except UnicodeDecodeError as exc:
+                raise QuarantineError(
+                    f"undecodable bytes: starts with a {enc} byte-order mark but byte {exc.start} is invalid",
+                    "re-save the file in UTF-8",
+                ) from None
+            break
+    if text is None:
+        utf16 = sniff_utf16(data)
+        candidates = [c for c in (utf16, declared, "utf-8") if c]
+        for enc in candidates:
+            try:
+                text = data.decode(enc)
+                break
+            except (UnicodeDecodeError, LookupError):
+                continue
+        if text is None:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise QuarantineError(
+                    f"undecodable bytes: invalid UTF-8 at byte {exc.start}",
+                    "re-save the file in UTF-8 or declare its encoding",
+                ) from None
+            raise AssertionError("unreachable")
+    if "\x00" in text:
+        raise QuarantineError(
+            f"NUL byte at character {text.index(chr(0))}: binary data or a mis-encoded file",
+            "PostgreSQL text cannot store NUL; convert the file to UTF-8 text or exclude it",
+        )
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.strip():
+        raise QuarantineError("empty file", "the file holds only whitespace; remove it or exclude it in the manifest")
+    return text
+
+
+def looks_binary(data: bytes) -> bool:
+    """A text extension on binary content: many control bytes in the first 8 KiB."""
+    sample = data[:8192]
+    if not sample:
+        return False
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or sniff_utf16(sample):
+        return False
+    controls = sum(1 for b in sample if b < 9 or 13 < b < 32)
+    return controls / len(sample) > 0.1

@@ -1,0 +1,1 @@
+"""PostgreSQL: connection, schema migrations, partition loading and the ledger."""

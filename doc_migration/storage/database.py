@@ -1,0 +1,202 @@
+"""Connections and schema migrations for the target database.
+
+Every connection sets timeouts so a crashed or stuck client never leaves a lock or an idle
+transaction behind, and every error message that leaves this module is scrubbed of passwords.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from ..config import ConfigError, Settings, redact
+from .embedded_pg import embedded_database_url
+
+EMBEDDED_DBNAME = "doc_server"
+MIN_PGVECTOR = (0, 7, 0)
+
+
+class DatabaseError(Exception):
+    """A database problem described for an operator, with secrets removed."""
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """DATABASE_URL, or the embedded server's ``doc_server`` database (created on first use)."""
+    if settings.database_url:
+        return settings.database_url
+    server_url = embedded_database_url(settings.home)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DBNAME,)).fetchone()
+        if not exists:
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DBNAME)))
+            except psycopg.errors.DuplicateDatabase:
+                pass
+    return psycopg.conninfo.make_conninfo(server_url, dbname=EMBEDDED_DBNAME)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an operator; libpq messages can echo conninfo, so redact."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return redact(text)
+
+
+def connect(url: str, *, autocommit: bool = False, statement_timeout_ms: int = 0) -> psycopg.Connection:
+    """Open a connection with the session limits every pipeline connection runs under."""
+    options = (
+        f"-c statement_timeout={statement_timeout_ms} -c lock_timeout=60000 "
+        "-c idle_in_transaction_session_timeout=600000 -c application_name=doc_migration"
+    )
+    try:
+        conn = psycopg.connect(url, autocommit=autocommit, options=options, connect_timeout=30)
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"cannot connect to the target database: {describe_error(exc)}") from None
+    try:
+        register_vector(conn)
+    except psycopg.ProgrammingError:
+        pass  # the extension is not installed yet; migrate() creates it
+    return conn
+
+
+@contextmanager
+def connection(url: str, **kwargs: bool | int) -> Iterator[psycopg.Connection]:
+    conn = connect(url, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _migration_files() -> list[tuple[int, str, str]]:
+    pkg = resources.files("doc_migration.storage") / "migrations"
+    out = []
+    for entry in pkg.iterdir():
+        m = re.match(r"^(\d{4})_(.+)\.sql$", entry.name)
+        if m:
+            out.append((int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+def _pgvector_version(conn: psycopg.Connection) -> tuple[int, ...] | None:
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    if row is None:
+        return None
+    return tuple(int(p) for p in re.findall(r"\d+", row[0])[:3])
+
+
+def ensure_pgvector(conn: psycopg.Connection) -> str:
+    version = _pgvector_version(conn)
+    if version is None:
+        available = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+        if available is None:
+            raise DatabaseError(
+                "pgvector is not installed on this PostgreSQL server: install the 'vector' extension "
+                "(package postgresql-NN-pgvector) or use the embedded database (unset DATABASE_URL)"
+            )
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.errors.InsufficientPrivilege:
+            conn.rollback()
+            raise DatabaseError(
+                "pgvector is available but not enabled in this database, and this role may not enable it: "
+                "ask a superuser (or the database owner) to run CREATE EXTENSION vector; once"
+            ) from None
+        version = _pgvector_version(conn)
+    assert version is not None
+    if version < MIN_PGVECTOR:
+        raise DatabaseError(
+            f"pgvector {'.'.join(map(str, version))} is too old: 0.7.0 or newer is needed for halfvec indexes "
+            "of 3072-dimensional vectors (ALTER EXTENSION vector UPDATE)"
+        )
+    return ".".join(map(str, version))
+
+
+def existing_embedding_dims(conn: psycopg.Connection) -> int | None:
+    row = conn.execute(
+        """SELECT a.atttypmod FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.relname = 'documents' AND n.nspname = current_schema() AND a.attname = 'embedding'
+             AND NOT a.attisdropped"""
+    ).fetchone()
+    if row is None:
+        return None
+    return int(row[0]) if row[0] and row[0] > 0 else -1
+
+
+def migrate(settings: Settings, url: str) -> dict[str, object]:
+    """Apply pending migrations, each once, in order; refuse incompatible databases clearly."""
+    schema = settings.pipeline_schema
+    applied_now: list[int] = []
+    with connection(url) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('doc_migration:schema'))")
+        pgvector = ensure_pgvector(conn)
+        register_vector(conn)
+        dims = existing_embedding_dims(conn)
+        if dims is not None and dims != settings.embedding_dims:
+            raise ConfigError(
+                f"documents.embedding is vector({dims}) in the target database but the configured dimension is "
+                f"{settings.embedding_dims}: set DOC_MIGRATION_EMBEDDING_DIMS={dims} or migrate into a new database"
+            )
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+            "checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        ).format(sql.Identifier(schema)))
+        done = {r[0]: r[1] for r in conn.execute(
+            sql.SQL("SELECT version, checksum FROM {}.schema_migrations").format(sql.Identifier(schema)))}
+        for version, name, body in _migration_files():
+            checksum = hashlib.sha256(body.encode()).hexdigest()[:16]
+            if version in done:
+                continue
+            # Placeholders are validated values: the schema matches IDENTIFIER_RE and dims is an int.
+            text = body.replace("@SCHEMA@", sql.Identifier(schema).as_string(conn)).replace(
+                "@DIMS@", str(int(settings.embedding_dims)))
+            try:
+                conn.execute(text.encode())
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise DatabaseError(
+                    f"migration {version:04d}_{name} needs a privilege this role lacks: {describe_error(exc)}; "
+                    "see docs/operations.md#least-privilege-role"
+                ) from None
+            conn.execute(
+                sql.SQL("INSERT INTO {}.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)").format(
+                    sql.Identifier(schema)), (version, name, checksum))
+            applied_now.append(version)
+        conn.commit()
+    return {"pgvector": pgvector, "applied": applied_now}
+
+
+def vector_index_exists(conn: psycopg.Connection) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'documents_embedding_hnsw'"
+    ).fetchone()
+    return row is not None
+
+
+def ensure_vector_index(url: str, dims: int, maintenance_work_mem: str = "1GB") -> bool:
+    """Build the HNSW index after bulk loads (an index present during COPY slows it 100x).
+
+    pgvector indexes ``vector`` only up to 2000 dimensions, so 3072-dimensional data is indexed
+    through a ``halfvec`` expression; the doc-server must query with the same cast to hit it:
+    ``ORDER BY embedding::halfvec(3072) <=> $1::halfvec(3072)``.
+    """
+    if not re.match(r"^\d+(MB|GB|kB)$", maintenance_work_mem):
+        raise ConfigError(f"maintenance_work_mem {maintenance_work_mem!r} must look like 512MB or 2GB")
+    with connection(url, autocommit=True) as conn:
+        if vector_index_exists(conn):
+            return False
+        conn.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")
+        conn.execute("SET max_parallel_maintenance_workers = 2")
+        opclass = "halfvec_cosine_ops" if dims > 2000 else "vector_cosine_ops"
+        expr = f"(embedding::halfvec({int(dims)}))" if dims > 2000 else "(embedding)"
+        conn.execute(
+            f"CREATE INDEX IF NOT EXISTS documents_embedding_hnsw ON documents USING hnsw ({expr} {opclass})"
+        )
+        return True

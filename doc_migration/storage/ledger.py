@@ -1,0 +1,113 @@
+"""Read-side of the pipeline's ledger: status and run summaries for the CLI, Dagster and reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+
+from ..config import Settings
+from .database import connection
+
+
+def status(settings: Settings, url: str, keys: list[str] | None = None) -> dict[str, Any]:
+    """What is loaded, per partition and in total. ``rows`` is exactly ``count(*)`` of documents."""
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        rows = conn.execute("SELECT count(*) FROM documents").fetchone()
+        docs = conn.execute(sql.SQL(
+            "SELECT count(*) FROM (SELECT DISTINCT doc_type, source_name, document_path FROM {}.partition_rows) x"
+        ).format(s)).fetchone()
+        per = conn.execute(sql.SQL(
+            "SELECT ps.partition_key, ps.files, ps.documents, ps.chunks, ps.quarantined, ps.loaded_at, ps.run_id, "
+            "  (SELECT count(*) FROM {s}.partition_rows pr WHERE pr.partition_key = ps.partition_key) "
+            "FROM {s}.partition_state ps ORDER BY ps.partition_key").format(s=s)).fetchall()
+        quarantined = conn.execute(sql.SQL(
+            "SELECT rel_path, reason, doc_type, source_name, stage, hint, partition_key FROM {}.quarantine "
+            "ORDER BY doc_type, rel_path").format(s)).fetchall()
+        seen = conn.execute(sql.SQL("SELECT count(*) FROM {}.partition_files").format(s)).fetchone()
+        loaded_files = conn.execute(sql.SQL(
+            "SELECT count(*) FROM (SELECT DISTINCT source_name, source_file FROM {}.partition_rows) x").format(s)
+        ).fetchone()
+        pending = conn.execute(sql.SQL("SELECT partition_key FROM {}.staged_partitions ORDER BY 1").format(s)).fetchall()
+    partitions = {
+        r[0]: {"files": r[1], "documents": r[2], "chunks": r[3], "rows": int(r[7]), "quarantined": r[4],
+               "loaded_at": r[5].isoformat(), "run_id": r[6]}
+        for r in per if keys is None or r[0] in keys
+    }
+    return {
+        "documents_loaded": int(docs[0]) if docs else 0,
+        "rows": int(rows[0]) if rows else 0,
+        "quarantined": [{"path": q[0], "reason": q[1], "doc_type": q[2], "source_name": q[3], "stage": q[4],
+                         "hint": q[5], "partition": q[6]} for q in quarantined],
+        "files": {"seen": int(seen[0]) if seen else 0, "loaded": int(loaded_files[0]) if loaded_files else 0,
+                  "quarantined": len(quarantined)},
+        "partitions_loaded": len(partitions),
+        "partitions_pending": [p[0] for p in pending],
+        "partitions": partitions,
+    }
+
+
+def run_summary(settings: Settings, url: str, run_ids: list[str], keys: list[str]) -> dict[str, Any]:
+    """Totals of what the given runs did over the given partitions (unchanged ones included)."""
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        loads = conn.execute(sql.SQL(
+            "SELECT partition_key, documents, documents_written, chunks, rows_inserted, rows_updated, rows_deleted, "
+            "quarantined, files FROM {}.loads WHERE run_id = ANY(%s)").format(s), (run_ids,)).fetchall()
+        states = conn.execute(sql.SQL(
+            "SELECT partition_key, documents, run_id FROM {}.partition_state WHERE partition_key = ANY(%s)").format(s),
+            (keys,)).fetchall()
+        failures = conn.execute(sql.SQL(
+            "SELECT partition_key, stage, error FROM {}.partition_failures WHERE run_id = ANY(%s) ORDER BY 1").format(s),
+            (run_ids,)).fetchall()
+        spend = conn.execute(sql.SQL(
+            "SELECT coalesce(sum(inputs),0), coalesce(sum(cache_hits),0), coalesce(sum(tokens),0), "
+            "coalesce(sum(requests),0), coalesce(sum(retries),0) FROM {}.embedding_spend WHERE run_id = ANY(%s)"
+        ).format(s), (run_ids,)).fetchone()
+        quarantined = conn.execute(sql.SQL(
+            "SELECT rel_path, reason, doc_type, stage, hint FROM {}.quarantine WHERE partition_key = ANY(%s) "
+            "ORDER BY doc_type, rel_path").format(s), (keys,)).fetchall()
+    loaded_keys = {r[0] for r in loads}
+    documents_loaded = sum(r[2] for r in loads)
+    documents_unchanged = sum(r[1] - r[2] for r in loads) + sum(
+        r[1] for r in states if r[0] not in loaded_keys)
+    assert spend is not None
+    return {
+        "run_id": run_ids[0] if run_ids else None,
+        "run_ids": run_ids,
+        "partitions": len(keys),
+        "partitions_loaded": len(loaded_keys),
+        "documents_loaded": documents_loaded,
+        "documents_unchanged": documents_unchanged,
+        "quarantined": len(quarantined),
+        "quarantined_files": [{"path": q[0], "reason": q[1], "doc_type": q[2], "stage": q[3], "hint": q[4]}
+                              for q in quarantined],
+        "chunks": sum(r[3] for r in loads),
+        "rows_written": sum(r[4] + r[5] + r[6] for r in loads),
+        "rows_inserted": sum(r[4] for r in loads),
+        "rows_updated": sum(r[5] for r in loads),
+        "rows_deleted": sum(r[6] for r in loads),
+        "chunks_embedded": int(spend[0]),
+        "embedding_cache_hits": int(spend[1]),
+        "tokens_sent": int(spend[2]),
+        "embedding_requests": int(spend[3]),
+        "embedding_retries": int(spend[4]),
+        "failed_partitions": sorted({f[0] for f in failures}),
+        "failures": [{"partition": f[0], "stage": f[1], "error": f[2]} for f in failures],
+    }
+
+
+def record_failure(settings: Settings, url: str, run_id: str, key: str, stage: str, error: str) -> None:
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url, autocommit=True) as conn:
+        conn.execute(sql.SQL(
+            "INSERT INTO {}.partition_failures (run_id, partition_key, stage, error) VALUES (%s,%s,%s,%s) "
+            "ON CONFLICT DO NOTHING").format(s), (run_id, key, stage, error[:2000]))
+
+
+def failed_partitions(settings: Settings, url: str, run_id: str) -> set[str]:
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        return {r[0] for r in conn.execute(sql.SQL(
+            "SELECT partition_key FROM {}.partition_failures WHERE run_id = %s").format(s), (run_id,))}

@@ -1,0 +1,1 @@
+"""Validation gates: the checks that prove a migration is complete, intact and searchable."""
