@@ -1,7 +1,8 @@
 """``doc-migrate``: the operator's command line. It drives the same Dagster assets as the UI.
 
 Exit codes: 0 ok; 1 some partitions failed; 2 bad configuration or usage; 3 validation failed;
-4 another run holds a partition's lock; 130 interrupted (SIGINT/SIGTERM).
+4 another run holds a partition's lock; 5 the database is unreachable (retry later);
+130 interrupted (SIGINT/SIGTERM).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -20,7 +22,8 @@ from typing import Any
 from .config import ConfigError, Settings, redact
 from .manifest import Manifest, load_manifest, split_partition_key
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_VALIDATION, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_VALIDATION, EXIT_BUSY, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = (
+    0, 1, 2, 3, 4, 5, 130)
 
 
 class Progress:
@@ -132,34 +135,55 @@ def cmd_full(args: argparse.Namespace) -> int:
 
     from .dagster_defs.resources import MigrationResource
     from .definitions import defs
-    from .pipeline import progress
+    from .pipeline import interrupt, progress
     from .storage import ledger
 
     migration = MigrationResource(sources=str(settings.sources_path), parallel=args.parallel)
     url = migration.url  # connect and migrate before starting runs: bad config fails fast
+    lock_conn = acquire_run_locks(url, keys)
     instance = _dagster_instance(settings)
     job = defs.resolve_job_def("migrate")
+    run_ids: list[str] = []
+    outcome: dict[str, Any] = {"ok": True, "error": None}
+
+    def execute() -> None:
+        try:
+            for first, last in _ranges(manifest.partition_keys(), keys):
+                if interrupt.stop_requested():
+                    break
+                result = job.execute_in_process(
+                    instance=instance,
+                    tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+                    run_config={
+                        "resources": {"migration": {"config": {"sources": str(settings.sources_path),
+                                                               "parallel": args.parallel}}},
+                        "loggers": {"console": {"config": {"log_level": args.log_level}}},
+                    },
+                    resources={"migration": migration},
+                    raise_on_error=False,
+                )
+                run_ids.append(result.run_id)
+                outcome["ok"] = outcome["ok"] and result.success
+        except BaseException as exc:  # re-raised in the main thread
+            outcome["error"] = exc
+
+    # Runs execute in a worker thread so that SIGTERM/SIGINT reach our handler in the main thread
+    # (a graceful stop between partitions) instead of Dagster's, which aborts the step mid-way.
+    worker = threading.Thread(target=execute, name="doc-migrate-run", daemon=True)
     sink = Progress()
     progress.add_sink(sink)
-    run_ids: list[str] = []
-    ok = True
     try:
-        for first, last in _ranges(manifest.partition_keys(), keys):
-            result = job.execute_in_process(
-                instance=instance,
-                tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
-                run_config={
-                    "resources": {"migration": {"config": {"sources": str(settings.sources_path),
-                                                           "parallel": args.parallel}}},
-                    "loggers": {"console": {"config": {"log_level": args.log_level}}},
-                },
-                resources={"migration": migration},
-                raise_on_error=False,
-            )
-            run_ids.append(result.run_id)
-            ok = ok and result.success
+        worker.start()
+        while worker.is_alive():
+            worker.join(timeout=0.2)
     finally:
         progress.remove_sink(sink)
+        lock_conn.close()
+    if outcome["error"] is not None:
+        raise outcome["error"]
+    ok = bool(outcome["ok"])
+    if interrupt.stop_requested():
+        raise KeyboardInterrupt()
     summary = ledger.run_summary(settings, url, run_ids, keys)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["success"] = ok and not summary["failed_partitions"]
@@ -179,17 +203,126 @@ def cmd_full(args: argparse.Namespace) -> int:
     return EXIT_OK if summary["success"] else EXIT_FAILED
 
 
+def _database(settings: Settings) -> str:
+    from .storage.database import migrate, resolve_database_url
+
+    url = resolve_database_url(settings)
+    migrate(settings, url)
+    return url
+
+
+def acquire_run_locks(url: str, keys: list[str]) -> Any:
+    """Session advisory locks on a dedicated connection: a second run on the same partitions fails fast,
+    and the server releases them if this process dies."""
+    from .pipeline.load import PartitionBusy
+    from .storage.database import connect
+
+    conn = connect(url, autocommit=True)
+    for key in keys:
+        row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (f"doc_migration:run:{key}",)).fetchone()
+        if not row or not row[0]:
+            conn.close()
+            raise PartitionBusy(f"partition {key} is being migrated by another doc-migrate run; "
+                                "wait for it to finish (see 'doc-migrate status') or stop it")
+    return conn
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
-    raise ConfigError("'plan' is not implemented yet in this version")
+    from .config import env_int
+    from .pipeline.plan import make_plan
+
+    settings, manifest = _settings(args)
+    keys = _select(manifest, getattr(args, "partition", None), getattr(args, "doc_type", None))
+    url = _database(settings)
+    plan = make_plan(settings, manifest, url, keys, parallel=getattr(args, "parallel", 1),
+                     tpm=env_int("DOC_MIGRATION_OPENAI_TPM", 0) or None)
+    d = plan.as_dict()
+    eta = f"{d['estimated_embed_seconds']} s at the configured TPM" if d["estimated_embed_seconds"] else "n/a"
+    human = (f"plan ({settings.model_name}): partitions new {len(d['partitions_new'])}, changed "
+             f"{len(d['partitions_changed'])}, unchanged {len(d['partitions_unchanged'])}; chunks new "
+             f"{d['chunks_new']}, changed {d['chunks_changed']}, unchanged {d['chunks_unchanged']}, to delete "
+             f"{d['chunks_to_delete']}; to embed {d['chunks_to_embed']} chunks / {d['tokens_to_embed']} tokens "
+             f"after {d['cache_hits']} cache hits; estimated ${d['estimated_dollars']:.4f}; embedding time {eta}; "
+             f"{d['quarantined']} files would be quarantined")
+    _emit(args, d, human)
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .validation.report import build_report
+
+    settings, manifest = _settings(args)
+    url = _database(settings)
+    report = build_report(settings, url, manifest.partition_keys(), None)
+    human = [f"validation: {'PASSED' if report['passed'] else 'FAILED'}; errors {report['errors']}, "
+             f"warnings {report['warnings']}; {report['totals']['rows']} rows"]
+    for name, check in report["checks"].items():
+        human.append(f"  {name}: {'ok' if check['passed'] else 'FAILED'}")
+    _emit(args, report, "\n".join(human))
+    return EXIT_OK if report["passed"] else EXIT_VALIDATION
+
+
+def _confirm(args: argparse.Namespace, question: str) -> None:
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise ConfigError(f"{question}: refusing without --yes when not run interactively")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise KeyboardInterrupt()
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from .dagster_defs.visibility import report_rollbacks
+    from .pipeline.rollback import RollbackError, rollback_partition, rollback_run
+
+    settings, manifest = _settings(args)
+    if bool(args.partitions) == bool(args.run):
+        raise ConfigError("give partition keys or --run RUN_ID (not both)")
+    url = _database(settings)
+    who = f"cli:{os.environ.get('USER', 'unknown')}"
+    try:
+        if args.run:
+            _confirm(args, f"Roll back every partition loaded by run {args.run}")
+            results = rollback_run(settings, url, args.run, who)
+        else:
+            keys = _select(manifest, args.partitions, None)
+            _confirm(args, f"Roll back {len(keys)} partition(s) to their state before their latest load")
+            results = [rollback_partition(settings, url, key, who) for key in keys]
+    except RollbackError as exc:
+        raise ConfigError(str(exc)) from None
+    report_rollbacks(_dagster_instance(settings), results)
+    payload = {"rolled_back": [r.__dict__ for r in results]}
+    human = "\n".join(f"rolled back {r.partition}: load {r.load_id} of run {r.loaded_run_id} "
+                      f"({r.rows_deleted} rows deleted, {r.rows_restored} restored)" for r in results)
+    _emit(args, payload, human or "nothing to roll back")
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from .storage import ledger
+
+    settings, _ = _settings(args)
+    url = _database(settings)
+    events = ledger.history(settings, url, limit=args.limit)
+    lines = []
+    for e in events:
+        if e["event"] == "load":
+            lines.append(f"{e['at']}  load      {e['partition']:<24} run {e['run_id']}  {e['documents']} docs, "
+                         f"+{e['rows_inserted']} ~{e['rows_updated']} -{e['rows_deleted']} rows, "
+                         f"{e['quarantined']} quarantined [{e['status']}]")
+        else:
+            lines.append(f"{e['at']}  rollback  {e['partition']:<24} of run {e['run_id']}  "
+                         f"{e['rows_deleted']} deleted, {e['rows_restored']} restored")
+    _emit(args, {"events": events}, "\n".join(lines) or "no history yet")
+    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings, manifest = _settings(args)
     from .storage import ledger
-    from .storage.database import migrate, resolve_database_url
 
-    url = resolve_database_url(settings)
-    migrate(settings, url)
+    url = _database(settings)
     st = ledger.status(settings, url)
     keys = manifest.partition_keys()
     st["partitions_total"] = len(keys)
@@ -220,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="doc-migrate", parents=[common],
         description="Bootstrap, migrate and validate the doc-server's PostgreSQL + pgvector database.",
         epilog="Exit codes: 0 ok, 1 partitions failed, 2 bad configuration, 3 validation failed, "
-               "4 partition locked by another run, 130 interrupted.")
+               "4 partition locked by another run, 5 database unreachable (retry), 130 interrupted.")
     parser.add_argument("--sources", metavar="FILE", help="source manifest (default: $DOC_MIGRATION_SOURCES or the "
                         "packaged sample corpus)")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -239,7 +372,22 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", parents=[common], help="what a full run would do and cost, without doing it")
     plan.add_argument("--partition", action="append", metavar="KEY")
     plan.add_argument("--doc-type", action="append", metavar="TYPE")
+    plan.add_argument("--parallel", type=int, default=1, metavar="N")
     plan.set_defaults(func=cmd_plan)
+
+    validate = sub.add_parser("validate", parents=[common], help="run the validation checks without migrating")
+    validate.set_defaults(func=cmd_validate)
+
+    rollback = sub.add_parser("rollback", parents=[common],
+                              help="restore partitions (or everything a run loaded) to their previous version")
+    rollback.add_argument("partitions", nargs="*", metavar="PARTITION")
+    rollback.add_argument("--run", metavar="RUN_ID", help="roll back every partition this run loaded, newest first")
+    rollback.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    rollback.set_defaults(func=cmd_rollback)
+
+    history = sub.add_parser("history", parents=[common], help="loads and rollbacks, newest first")
+    history.add_argument("--limit", type=int, default=200)
+    history.set_defaults(func=cmd_history)
 
     status = sub.add_parser("status", parents=[common], help="what is loaded, per partition and in total")
     status.set_defaults(func=cmd_status)
@@ -249,8 +397,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt()
+def _on_signal(signum: int, frame: Any) -> None:
+    """First signal: finish the partition in progress, start nothing new. Second: exit at once."""
+    from .pipeline import interrupt
+
+    if interrupt.stop_requested():
+        os._exit(EXIT_INTERRUPTED)
+    interrupt.request_stop()
+    print(f"doc-migrate: {signal.Signals(signum).name} received; finishing the current partition "
+          "(send it again to exit at once)", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -264,7 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=getattr(dagster, name, DeprecationWarning))
     if not hasattr(args, "json"):
         args.json = False
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     from .pipeline.load import PartitionBusy
     from .storage.database import DatabaseError
 
@@ -276,13 +432,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except DatabaseError as exc:
         print(f"doc-migrate: database error: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_UNAVAILABLE if exc.retryable else EXIT_CONFIG
     except PartitionBusy as exc:
         print(f"doc-migrate: {exc}", file=sys.stderr)
         return EXIT_BUSY
     except KeyboardInterrupt:
         print("doc-migrate: interrupted; committed partitions are kept, re-run to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into `head`: not an error
+        sys.stderr.close()
+        return EXIT_OK
 
 
 if __name__ == "__main__":

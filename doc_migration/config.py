@@ -105,7 +105,9 @@ class Settings:
         dims = env_int("DOC_MIGRATION_EMBEDDING_DIMS", 3072)
         if not 1 <= dims <= 16000:
             raise ConfigError(f"DOC_MIGRATION_EMBEDDING_DIMS must be 1..16000 (pgvector's limit), got {dims}")
-        batch = env_int("MIGRATION_BATCH_SIZE", 256)
+        # Chunks per embedding call: OpenAI takes 2048 inputs per request and the client sends
+        # requests concurrently, so bigger batches keep requests full.
+        batch = env_int("MIGRATION_BATCH_SIZE", 8192 if embedder == "openai" else 256)
         if batch < 1:
             raise ConfigError(f"MIGRATION_BATCH_SIZE must be positive, got {batch}")
         return cls(

@@ -219,6 +219,8 @@ def load_manifest(path: Path) -> Manifest:
             src_path = (base / str(entry["path"])).resolve()
         elif not entry.get("url_env"):
             raise ConfigError(f"{where} ({name}): give 'path' (a folder) or 'url_env' (a legacy database)")
+        elif doc_type == FOLDER:
+            raise ConfigError(f"{where} ({name}): a legacy database source needs a fixed doc_type (e.g. rust)")
         metadata = entry.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise ConfigError(f"{where} ({name}): 'metadata' must be a mapping")
@@ -254,6 +256,7 @@ class SourceItem:
     partition: str
     source_index: int
     refusal: str | None = None  # set when discovery itself must quarantine the item
+    fingerprint: str | None = None  # change detector for items that are not files (legacy DB crates)
 
 
 def _walk(root: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
@@ -273,10 +276,35 @@ def _walk(root: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
                 yield rel, entry
 
 
+LEGACY_FORMAT = "legacy-db"
+
+
+def _discover_database(manifest: Manifest, index: int, src: SourceConfig,
+                       partitions: set[str] | None) -> Iterator[SourceItem]:
+    """A live legacy database: one item per crate, fingerprinted server-side."""
+    from .sources.legacy_db import LegacyDatabaseError, list_crates
+
+    assert src.url_env is not None
+    url = os.environ.get(src.url_env)
+    if not url:
+        raise ConfigError(f"source {src.source_name!r}: environment variable {src.url_env} (the legacy database URL) "
+                          "is not set")
+    try:
+        crates = list_crates(url, src.table)
+    except LegacyDatabaseError as exc:
+        raise ConfigError(f"source {src.source_name!r}: {exc}") from None
+    for crate, fingerprint, n_rows in crates:
+        key = partition_key(src.doc_type, shard_of(src.source_name, crate, manifest.shards))
+        if partitions is None or key in partitions:
+            yield SourceItem(src.source_name, src.doc_type, crate, None, LEGACY_FORMAT, n_rows, key, index,
+                             fingerprint=fingerprint)
+
+
 def discover(manifest: Manifest, partitions: set[str] | None = None) -> Iterator[SourceItem]:
     """Every item of the manifest (optionally only those of some partitions), in a stable order."""
     for index, src in enumerate(manifest.sources):
         if src.path is None:
+            yield from _discover_database(manifest, index, src, partitions)
             continue
         if not src.path.is_dir():
             raise ConfigError(f"source {src.source_name!r}: folder {src.path} does not exist")

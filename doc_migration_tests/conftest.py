@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +18,15 @@ SHARED_CORPUS = (REPO_ROOT.parent / "shared" / "corpus").resolve()
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """URL of the session's server database (``postgres``); the server lives in a temp home."""
-    home = Path(os.environ.get("DOC_MIGRATION_TEST_HOME") or tmp_path_factory.mktemp("pghome"))
-    return embedded_database_url(home)
+def pg_server_url() -> str:
+    """URL of the session's server database (``postgres``).
+
+    The server's home is outside pytest's temp tree on purpose: pytest keeps that tree private
+    (0700) and, as root, the embedded server runs as its own user, which must traverse the path.
+    """
+    home = os.environ.get("DOC_MIGRATION_TEST_HOME") or tempfile.mkdtemp(prefix="doc_migration_pg_")
+    Path(home).chmod(0o755)
+    return embedded_database_url(Path(home))
 
 
 def _with_dbname(url: str, dbname: str) -> str:

@@ -35,6 +35,7 @@ def run_cli(args: list[str], *, database_url: str, home: Path, extra_env: dict[s
     env = {**os.environ, "DATABASE_URL": database_url, "DOC_MIGRATION_HOME": str(home),
            "DAGSTER_HOME": "", **(extra_env or {})}
     env.pop("DOC_MIGRATION_SOURCES", None)
+    home.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run([sys.executable, "-m", "doc_migration.cli", *args], capture_output=True, text=True,
                           env=env, timeout=timeout, cwd=str(home))
     return CliResult(proc.returncode, proc.stdout, proc.stderr)

@@ -52,3 +52,11 @@ def test_overlap_repeats_the_tail_of_the_previous_chunk() -> None:
     assert len(chunks) >= 3
     tail = chunks[0].text[-40:].split()[-1]
     assert tail in chunks[1].text
+
+
+def test_multibyte_text_is_split_without_breaking_characters() -> None:
+    text = "快速傳輸協定的連線遷移與擁塞控制。" * 3000  # one enormous CJK line, no separators
+    chunks = chunk_document(_doc([Block(text)]), ChunkingConfig(max_tokens=300, overlap_tokens=30))
+    assert all(c.token_count <= 300 for c in chunks)
+    assert all("\ufffd" not in c.text for c in chunks)
+    assert chunks[0].text.startswith("快速傳輸") and text.endswith(chunks[-1].text[-20:])

@@ -84,10 +84,10 @@ def test_bad_configuration_exits_2_with_a_clear_message(tmp_path: Path, database
     assert "does-not-exist" in result.stderr and "does not exist" in result.stderr
 
 
-def test_unreachable_database_exits_2_without_leaking_the_password(tmp_path: Path) -> None:
+def test_unreachable_database_exits_5_without_leaking_the_password(tmp_path: Path) -> None:
     url = "postgresql://migrator:S3cr3t-Pa55@127.0.0.1:1/docs"
     result = run_cli(["full"], database_url=url, home=tmp_path)
-    assert result.code == 2
+    assert result.code == 5
     assert "cannot connect" in result.stderr
     assert "S3cr3t-Pa55" not in result.stderr + result.stdout
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..manifest import ChunkingConfig
 from ..sources.base import Block, ParsedDocument
-from ..tokens import count_tokens, decode, encode
+from ..tokens import count_tokens
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,35 @@ class _Piece:
     kind: str
 
 
+def _fit_prefix(text: str, limit: int) -> int:
+    """Length in characters of the longest prefix of ``text`` within ``limit`` tokens (never splits a
+    character, unlike cutting token ids, which can fall inside a multi-byte UTF-8 sequence)."""
+    if count_tokens(text) <= limit:
+        return len(text)
+    lo, hi = 1, len(text)
+    guess = max(1, min(len(text) - 1, int(len(text) * limit / max(1, count_tokens(text)))))
+    while lo < hi:  # binary search around the proportional guess
+        mid = guess if lo <= guess < hi else (lo + hi + 1) // 2
+        guess = -1
+        if count_tokens(text[:mid]) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return max(1, lo)
+
+
 def _window(text: str, limit: int, overlap: int) -> list[str]:
-    """Last resort for a single over-long line: fixed token windows with overlap."""
-    ids = encode(text)
-    step = max(1, limit - overlap)
-    return [decode(ids[i:i + limit]) for i in range(0, len(ids), step) if ids[i:i + limit]]
+    """Last resort for a single over-long line: windows of at most ``limit`` tokens, with overlap."""
+    out: list[str] = []
+    start = 0
+    while start < len(text):
+        size = _fit_prefix(text[start:start + limit * 12], limit)
+        out.append(text[start:start + size])
+        if start + size >= len(text):
+            break
+        back = len(_tail(text[start:start + size], overlap)) if overlap else 0
+        start += max(1, size - back)
+    return [o for o in out if o]
 
 
 def _split_block(block: Block, limit: int, overlap: int) -> list[str]:
@@ -74,10 +98,15 @@ def _split_block(block: Block, limit: int, overlap: int) -> list[str]:
 
 
 def _tail(text: str, overlap: int) -> str:
-    ids = encode(text)
-    if len(ids) <= overlap:
+    """The end of ``text`` within ``overlap`` tokens, starting at a word boundary when possible."""
+    if overlap <= 0:
+        return ""
+    if count_tokens(text) <= overlap:
         return text
-    tail = decode(ids[-overlap:])
+    size = _fit_prefix(text[::-1], overlap)  # reversed text: token counts are close enough for a tail
+    tail = text[-size:]
+    while tail and count_tokens(tail) > overlap:
+        tail = tail[1:]
     cut = tail.find(" ")
     return tail[cut + 1:] if 0 <= cut < len(tail) // 2 else tail
 

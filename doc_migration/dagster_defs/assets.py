@@ -15,7 +15,7 @@ import dagster as dg
 from dagster import AssetExecutionContext
 
 from ..config import redact
-from ..pipeline import progress
+from ..pipeline import interrupt, progress
 from ..pipeline.embed import embed_partition
 from ..pipeline.load import load_partition
 from ..pipeline.parse import stage_partition
@@ -43,6 +43,7 @@ def _each_partition(context: AssetExecutionContext, migration: MigrationResource
     results: dict[str, T] = {}
     failed: list[str] = []
     for i, key in enumerate(keys):
+        interrupt.check()
         if key in failed_before:
             failed.append(key)
             continue

@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from ..validation.report import check_counts, check_embeddings
+from ..validation.report import check_counts, check_embeddings, rolled_back_partitions
 from .assets import PARTITIONS, loaded_rows
 from .resources import MigrationResource
 
@@ -31,4 +31,13 @@ def embeddings_well_formed(migration: MigrationResource) -> dg.AssetCheckResult:
         metadata={"dims": migration.settings.embedding_dims, "problems": dg.MetadataValue.json(result["problems"])})
 
 
-CHECKS = [rows_match_ledger, embeddings_well_formed]
+
+@dg.asset_check(asset=loaded_rows, name="partition_not_rolled_back", blocking=False,
+                description="Fails (WARN) while a partition stays rolled back; re-materialize it to clear.")
+def partition_not_rolled_back(migration: MigrationResource) -> dg.AssetCheckResult:
+    keys = rolled_back_partitions(migration.settings, migration.url)
+    return dg.AssetCheckResult(passed=not keys, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"rolled_back_partitions": dg.MetadataValue.json(keys)})
+
+
+CHECKS = [rows_match_ledger, embeddings_well_formed, partition_not_rolled_back]

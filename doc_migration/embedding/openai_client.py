@@ -41,38 +41,21 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import openai
 
+from ..tokens import count_tokens
 from .base import EmbeddingError, EmbedStats
 from .batching import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_INPUT, MAX_TOKENS_PER_REQUEST, plan_batches
+from .pricing import estimate_cost
 from .ratelimit import RateLimiter, parse_retry_after
-from .tokens import count_tokens
 
 log = logging.getLogger(__name__)
 
 #: USD per 1M input tokens (OpenAI list prices for the embedding models).
-DEFAULT_PRICES: dict[str, float] = {
-    "text-embedding-3-large": 0.13,
-    "text-embedding-3-small": 0.02,
-    "text-embedding-ada-002": 0.10,
-}
-
 PREVIEW_CHARS = 80
 _MIN_BATCH_INPUTS = 16
 _KEYLIKE_RE = re.compile(r"(sk-|sess-|key-)[A-Za-z0-9_\-*.]{4,}")
 _INDEX_RE = re.compile(r"input\[(\d+)\]")
 _TERMINAL_STATUSES = {400: "bad request", 401: "authentication failed", 403: "permission denied",
                       404: "not found", 422: "unprocessable request"}
-
-
-def estimate_cost(tokens: int, model: str, prices: Mapping[str, float] | None = None) -> float:
-    """USD for ``tokens`` input tokens of ``model`` (prices per 1M tokens).
-
-    ``prices`` overrides/extends :data:`DEFAULT_PRICES`. A model with no known price (a local
-    Ollama model, a proxy alias) costs 0.0: self-hosted embeddings are not billed per token.
-    """
-    table = dict(DEFAULT_PRICES)
-    if prices:
-        table.update(prices)
-    return tokens / 1_000_000 * float(table.get(model, 0.0))
 
 
 class OpenAIEmbeddingError(EmbeddingError):

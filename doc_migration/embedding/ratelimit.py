@@ -170,13 +170,17 @@ class RateLimiter:
         unknown = set(config) - allowed
         if unknown:
             raise ValueError(f"unknown rate-limit settings: {sorted(unknown)} (allowed: {sorted(allowed)})")
-        kwargs: dict[str, Any] = {k: v for k, v in config.items() if v is not None}
-        rpm = kwargs.pop("rpm", None)
-        tpm = kwargs.pop("tpm", None)
+        def num(key: str, default: float) -> float:
+            value = config.get(key)
+            return default if value is None else float(value)
+
+        rpm, tpm = config.get("rpm"), config.get("tpm")
         return cls(
             rpm=int(rpm) if rpm is not None else None,
             tpm=int(tpm) if tpm is not None else None,
-            **{k: float(v) for k, v in kwargs.items()},
+            window_seconds=num("window_seconds", 60.0),
+            headroom=num("headroom", 0.97),
+            max_request_share=num("max_request_share", 0.125),
         )
 
     def configure(self, rpm: int | None = None, tpm: int | None = None) -> None:

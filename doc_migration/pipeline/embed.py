@@ -14,8 +14,9 @@ import numpy as np
 from psycopg import sql
 
 from ..config import Settings
-from ..embedding.base import EmbedStats, Embedder
+from ..embedding.base import Embedder, EmbedStats
 from ..storage.database import connection
+from .faults import crash_point
 
 
 @dataclass
@@ -66,7 +67,9 @@ def embed_partition(settings: Settings, url: str, key: str, run_id: str, embedde
                 cur.execute(sql.SQL(
                     "INSERT INTO {}.embedding_cache (model, dims, text_sha, embedding) "
                     "SELECT %s, %s, text_sha, embedding FROM _emb ON CONFLICT DO NOTHING").format(schema), (model, dims))
+            crash_point("embed-before-commit")
             conn.commit()
+            crash_point("embed-after-commit")
             result.embedded += len(part)
         spent = embedder.stats
         result.tokens = spent.tokens - before.tokens

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import time
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
@@ -24,10 +23,12 @@ from psycopg.types.json import Jsonb
 
 from ..chunking import chunk_document
 from ..config import Settings
-from ..manifest import FOLDER, ChunkingConfig, Manifest
-from ..sources.base import ParseContext, ParseLimits, QuarantineError
+from ..manifest import FOLDER, LEGACY_FORMAT, ChunkingConfig, Manifest
+from ..sources.base import ParseContext, ParsedDocument, ParseLimits, QuarantineError
 from ..sources.registry import detect_format, get_parser
 from ..storage.database import connection
+from .faults import crash_point
+from .workers import run_bounded
 
 ROW_NAMESPACE = uuid.UUID("6f1d3c1e-7b0a-5d6e-9a43-2f0d1c9e8b71")
 
@@ -61,6 +62,7 @@ class FileResult:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     documents: int = 0
     quarantine: dict[str, str] | None = None
+    partial: list[dict[str, str]] = field(default_factory=list)  # rows of a file refused, the rest loaded
     seconds: float = 0.0
 
 
@@ -84,6 +86,13 @@ def parse_file(job: FileJob) -> FileResult:
     if job.refusal:
         result.quarantine = _quarantine(job, "scan", job.refusal, "see docs/troubleshooting.md")
         return result
+    if job.fmt == LEGACY_FORMAT:
+        try:
+            return _chunk_documents(job, result, _read_legacy(job), start)
+        except QuarantineError as exc:
+            result.quarantine = _quarantine(job, exc.stage, exc.reason, exc.hint)
+            result.rows, result.documents = [], 0
+            return result
     try:
         with open(job.abs_path, "rb") as fh:
             data = fh.read(job.limits.max_file_bytes + 1)
@@ -108,59 +117,12 @@ def parse_file(job: FileJob) -> FileResult:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         if not docs:
             raise QuarantineError("no documents found in the file", "check the file's content and format")
-        rows: list[tuple[Any, ...]] = []
-        seen_paths: set[str] = set()
-        for doc in docs:
-            source_name = doc.source_name or job.source_name
-            carried = None
-            if doc.embedding is not None and len(doc.embedding) == job.dims:
-                carried_model = doc.embedding_model or job.options.get("carried_model") or job.model
-                if carried_model == job.model:
-                    carried = np.asarray(doc.embedding, dtype=np.float32)
-            if carried is not None:
-                text = doc.text
-                chunk_list = [(text, (), None)] if text.strip() else []
-            else:
-                chunk_list = [(c.text, c.heading_path, c.token_count) for c in chunk_document(doc, job.chunking)]
-            if not chunk_list:
-                continue
-            result.documents += 1
-            n = len(chunk_list)
-            for i, (text, heading_path, tokens) in enumerate(chunk_list):
-                if "\x00" in text:
-                    raise QuarantineError("NUL byte in extracted text", "PostgreSQL text cannot store NUL; fix the file")
-                doc_path = doc.path if n == 1 else f"{doc.path}#chunk{i:04d}"
-                if doc_path in seen_paths:
-                    raise QuarantineError(f"duplicate document path {doc_path!r} inside the file",
-                                          "each record must have a unique path")
-                seen_paths.add(doc_path)
-                if tokens is None:
-                    from ..tokens import count_tokens
-
-                    tokens = count_tokens(text)
-                meta: dict[str, Any] = {
-                    **job.default_metadata,
-                    **doc.metadata,
-                    "source_file": job.rel_path,
-                    "source_sha256": result.sha256,
-                    "document_path": doc.path,
-                    "chunk_index": i,
-                    "chunk_count": n,
-                    "embedding_model": job.model,
-                    "embedding_dims": job.dims,
-                }
-                if doc.title and "title" not in meta:
-                    meta["title"] = doc.title
-                if heading_path:
-                    meta["section_path"] = list(heading_path)
-                rows.append((
-                    row_id(job.doc_type, source_name, doc_path), job.doc_type, source_name, doc_path,
-                    job.rel_path, doc.path, text, json.loads(json.dumps(meta, ensure_ascii=False, default=str)),
-                    hashlib.sha256(text.encode("utf-8")).digest(), tokens, carried,
-                ))
-        if not rows:
-            raise QuarantineError("no text could be extracted", "check that the file has readable content")
-        result.rows = rows
+        for problem in getattr(docs, "problems", ()):  # e.g. SQL dump rows skipped while the rest loads
+            if getattr(problem, "skipped", True):
+                result.partial.append({
+                    **_quarantine(job, "parse", str(problem.reason), "fix or remove this row in the dump"),
+                    "path": f"{job.rel_path}#row{problem.row}"})
+        _chunk_documents(job, result, docs, start)
     except QuarantineError as exc:
         result.quarantine = _quarantine(job, exc.stage, exc.reason, exc.hint)
         result.rows = []
@@ -180,25 +142,89 @@ def parse_file(job: FileJob) -> FileResult:
     return result
 
 
+def _chunk_documents(job: FileJob, result: FileResult, docs: list[ParsedDocument], start: float) -> FileResult:
+    """Turn parsed documents into staged rows (ids, metadata, hashes); raises QuarantineError."""
+    rows: list[tuple[Any, ...]] = []
+    seen_paths: set[str] = set()
+    for doc in docs:
+        source_name = doc.source_name or job.source_name
+        carried = None
+        if doc.embedding is not None and len(doc.embedding) == job.dims:
+            carried_model = doc.embedding_model or job.options.get("carried_model") or job.model
+            if carried_model == job.model:
+                carried = np.asarray(doc.embedding, dtype=np.float32)
+        chunk_list: list[tuple[str, tuple[str, ...], int | None]]
+        if carried is not None:
+            text = doc.text
+            chunk_list = [(text, (), None)] if text.strip() else []
+        else:
+            chunk_list = [(c.text, c.heading_path, c.token_count) for c in chunk_document(doc, job.chunking)]
+        if not chunk_list:
+            continue
+        result.documents += 1
+        n = len(chunk_list)
+        for i, (text, heading_path, tokens) in enumerate(chunk_list):
+            if "\x00" in text:
+                raise QuarantineError("NUL byte in extracted text", "PostgreSQL text cannot store NUL; fix the file")
+            doc_path = doc.path if n == 1 else f"{doc.path}#chunk{i:04d}"
+            if doc_path in seen_paths:
+                raise QuarantineError(f"duplicate document path {doc_path!r} inside the file",
+                                      "each record must have a unique path")
+            seen_paths.add(doc_path)
+            if tokens is None:
+                from ..tokens import count_tokens
+
+                tokens = count_tokens(text)
+            meta: dict[str, Any] = {
+                **job.default_metadata,
+                **doc.metadata,
+                "source_file": job.rel_path,
+                "source_sha256": result.sha256,
+                "document_path": doc.path,
+                "chunk_index": i,
+                "chunk_count": n,
+                "embedding_model": job.model,
+                "embedding_dims": job.dims,
+            }
+            if doc.title and "title" not in meta:
+                meta["title"] = doc.title
+            if heading_path:
+                meta["section_path"] = list(heading_path)
+            rows.append((
+                row_id(job.doc_type, source_name, doc_path), job.doc_type, source_name, doc_path,
+                job.rel_path, doc.path, text, json.loads(json.dumps(meta, ensure_ascii=False, default=str)),
+                hashlib.sha256(text.encode("utf-8")).digest(), tokens, carried,
+            ))
+    if not rows:
+        raise QuarantineError("no text could be extracted", "check that the file has readable content")
+    result.rows = rows
+    result.seconds = time.perf_counter() - start
+    return result
+
+
 _in_worker = False
 
 
-def _worker_init() -> None:
+def worker_init() -> None:
+    """In a worker process: Python-level parser loops get a soft SIGALRM limit per file."""
     global _in_worker
     _in_worker = True
     signal.signal(signal.SIGALRM, _alarm)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _timed_out(job: FileJob) -> FileResult:
+    result = FileResult(job.rel_path, job.source_name)
+    result.quarantine = _quarantine(job, "parse", f"parsing took longer than {job.limits.parse_timeout_s:g} s",
+                                    "raise limits.parse_timeout_s in the manifest or exclude the file")
+    return result
 
 
 def parse_files(jobs: list[FileJob], parallel: int) -> Iterable[FileResult]:
-    """Parse in a process pool when it pays (several files, several cores)."""
-    if parallel <= 1 or len(jobs) < 8:
-        for job in jobs:
-            yield parse_file(job)
+    """Parse in worker processes, so every file is bounded in time (and a crash of a parser cannot
+    take the run down), using ``parallel`` cores."""
+    if not jobs:
         return
-    with ProcessPoolExecutor(max_workers=parallel, mp_context=get_context("forkserver"),
-                             initializer=_worker_init) as pool:
-        yield from pool.map(parse_file, jobs, chunksize=4)
+    yield from run_bounded(parse_file, jobs, max(1, parallel), lambda j: j.limits.parse_timeout_s, _timed_out)
 
 
 @dataclass
@@ -213,25 +239,37 @@ class StageResult:
     seconds: float = 0.0
 
 
+def make_job(settings: Settings, manifest: Manifest, source_name: str, rel_path: str, doc_type: str, fmt: str,
+             refusal: str | None) -> FileJob:
+    src = next(s for s in manifest.sources if s.source_name_for(doc_type) == source_name)
+    meta = {**manifest.doc_types_meta.get(doc_type, {}).get("metadata", {}), **src.metadata}
+    options = dict(src.options)
+    if src.path is None:  # a legacy database: the item is a crate read through the URL in url_env
+        options.update(url_env=src.url_env, table=src.table)
+    abs_path = str(src.path / rel_path) if src.path is not None else ""
+    return FileJob(source_name, doc_type, rel_path, abs_path, fmt, refusal, meta, options,
+                   manifest.chunking, manifest.limits, settings.embedding_dims, settings.model_name)
+
+
+def _read_legacy(job: FileJob) -> list[ParsedDocument]:
+    from ..sources.legacy_db import LegacyDatabaseError, read_crate
+
+    url = os.environ.get(str(job.options.get("url_env")), "")
+    try:
+        return read_crate(url, job.rel_path, str(job.options.get("table", "doc_embeddings")), job.dims)
+    except LegacyDatabaseError as exc:
+        raise QuarantineError(f"cannot read crate from the legacy database: {exc}", "check the legacy database",
+                              stage="read") from None
+
+
 def file_jobs(settings: Settings, manifest: Manifest, url: str, key: str) -> list[FileJob]:
+    """The partition's files as recorded by its latest scan (so every pod parses the same list)."""
     schema = sql.Identifier(settings.pipeline_schema)
-    by_name = {}
-    for src in manifest.sources:
-        by_name[src.source_name] = src
     with connection(url) as conn:
         rows = conn.execute(sql.SQL(
             "SELECT source_name, rel_path, doc_type, fmt, refusal FROM {}.partition_files "
             "WHERE partition_key = %s ORDER BY source_name, rel_path").format(schema), (key,)).fetchall()
-    jobs = []
-    for source_name, rel_path, doc_type, fmt, refusal in rows:
-        src = by_name.get(source_name) or next(
-            s for s in manifest.sources if s.source_name_for(doc_type) == source_name)
-        assert src.path is not None
-        meta = {**manifest.doc_types_meta.get(doc_type, {}).get("metadata", {}), **src.metadata}
-        jobs.append(FileJob(source_name, doc_type, rel_path, str(src.path / rel_path), fmt, refusal, meta,
-                            src.options, manifest.chunking, manifest.limits, settings.embedding_dims,
-                            settings.model_name))
-    return jobs
+    return [make_job(settings, manifest, *row) for row in rows]
 
 
 def stage_partition(settings: Settings, manifest: Manifest, url: str, key: str, run_id: str,
@@ -275,9 +313,11 @@ def stage_partition(settings: Settings, manifest: Manifest, url: str, key: str, 
                         fr.quarantine = {"path": fr.rel_path, "source_name": fr.source_name, "doc_type": dup[1],
                                          "stage": "parse", "reason": f"document path {dup[3]!r} already produced by "
                                          "another file of this partition", "hint": "make document paths unique"}
+                result.quarantined.extend(fr.partial)
                 if fr.quarantine is not None:
                     result.quarantined.append(fr.quarantine)
                     continue
+                crash_point("parse-file")
                 for row in fr.rows:
                     seen.add((row[1], row[2], row[3]))
                     scope.add(row[2])
@@ -289,6 +329,7 @@ def stage_partition(settings: Settings, manifest: Manifest, url: str, key: str, 
             "sources) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(schema),
             (key, checksum, run_id, result.files, result.documents, result.chunks,
              json.dumps(result.quarantined, ensure_ascii=False), sorted(scope)))
+        crash_point("parse-before-commit")
         conn.commit()
     result.seconds = time.perf_counter() - start
     return result

@@ -15,6 +15,7 @@ from psycopg import sql
 from ..config import Settings
 from ..manifest import Manifest, SourceItem, discover
 from ..storage.database import connection
+from .faults import crash_point
 
 PIPELINE_VERSION = "1"
 
@@ -59,10 +60,12 @@ def scan(settings: Settings, manifest: Manifest, keys: list[str]) -> dict[str, P
     for item in discover(manifest, set(keys)):
         digest: str | None = None
         refusal = item.refusal
-        if refusal is None and item.size > manifest.limits.max_file_bytes:
+        if item.fingerprint is not None:
+            digest = item.fingerprint
+        elif refusal is None and item.size > manifest.limits.max_file_bytes:
             refusal = (f"file too large: {item.size:,} bytes > limit {manifest.limits.max_file_bytes:,} "
                        "(raise limits.max_file_bytes in the manifest or exclude the file)")
-        if refusal is None:
+        if refusal is None and digest is None:
             assert item.abs_path is not None
             digest, refusal = file_sha256(str(item.abs_path), manifest.limits.max_file_bytes)
         if refusal is not None:
@@ -94,3 +97,4 @@ def record_scans(settings: Settings, url: str, scans: dict[str, PartitionScan], 
                 "bytes = EXCLUDED.bytes, run_id = EXCLUDED.run_id, scanned_at = now()").format(schema),
                 (key, s.checksum, s.files, s.bytes, run_id))
         conn.commit()
+        crash_point("scan-after-commit")

@@ -149,6 +149,20 @@ def _table_text(table: LexborNode) -> str:
     return "\n".join(rows)
 
 
+def _is_content_header(node: LexborNode) -> bool:
+    """An ``<article>``/``<section>`` header holding the heading is content, not site chrome."""
+    if node.css_first("h1, h2, h3, h4, h5, h6") is None:
+        return False
+    parent = node.parent
+    while parent is not None:
+        if parent.tag in ("article", "section", "main"):
+            return True
+        if parent.tag == "body":
+            return False
+        parent = parent.parent
+    return False
+
+
 class _Walker:
     """Turns a DOM subtree into blocks, gathering inline runs into paragraphs.
 
@@ -207,7 +221,7 @@ class _Walker:
             if not node.is_element_node:
                 continue
             tag = node.tag or ""
-            if tag in _DROP:
+            if tag in _DROP and not (tag == "header" and _is_content_header(node)):
                 continue
             attrs = node.attributes
             if "hidden" in attrs or attrs.get("aria-hidden") == "true":
@@ -264,7 +278,7 @@ def _content_root(tree: LexborHTMLParser) -> LexborNode | None:
     return tree.body or tree.root
 
 
-_TAG_RE = re.compile(r"<(/?)([A-Za-z][\w:-]*)[^>]*?(/?)>")
+_TAG_RE = re.compile(r"<(/?)([A-Za-z][\w:-]*)[^<>]*?(/?)>")  # [^<>]: an unclosed tag costs O(1)
 _VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
                    "track", "wbr", "param", "keygen"})
 # End tags the HTML parser may imply: they never make a document deeper on their own.

@@ -156,7 +156,7 @@ _ADMONITION_LABELS = {
 }
 _DOCUSAURUS_ADMON = re.compile(r"^[ \t]*:{3,}[ \t]*([A-Za-z][\w-]*)?(?:\[([^\]\n]*)\])?[ \t]*(.*?)[ \t]*$", re.M)
 _MKDOCS_ADMON = re.compile(r'^(!!!|\?\?\?\+?)[ \t]+([\w-]+)(?:[ \t]+"([^"\n]*)")?[ \t]*$')
-_HUGO_SHORTCODE = re.compile(r"\\?\{\{([<%])\s*(/?)\s*([\w.-]+)((?:[^}]|\}(?!\}))*?)\s*[>%]\\?\}\}")
+_HUGO_SHORTCODE = re.compile(r"\\?\{\{([<%])\s*(/?)\s*([\w.-]+)((?:[^{}]|\}(?!\}))*?)\s*[>%]\\?\}\}")
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
 
 
@@ -236,18 +236,24 @@ def _markdown_prepass(text: str) -> str:
 
 # JSX: a balanced {...} expression (two levels deep is plenty for attribute values).
 _BRACES = r"\{(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*\}"
-_ATTR = rf"""(?:\s+(?:{_BRACES}|[\w:.@-]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|{_BRACES}))?))"""
+_ATTR = rf"""(?:\s+(?:{_BRACES}|[\w:.@-]+(?:\s*=\s*(?:"[^"<]*"|'[^'<]*'|{_BRACES}))?))"""
 _JSX = re.compile(
     rf"""(?P<code>`[^`\n]*`)"""
-    rf"""|(?P<comment>\{{/\*.*?\*/\}}|<!--.*?-->)"""
+    rf"""|(?P<comment>\{{/\*.*?(?:\*/\}}|\Z)|<!--.*?(?:-->|\Z))"""
     rf"""|(?P<tag><(?P<close>/)?(?P<name>[A-Za-z][\w.:-]*)?(?P<attrs>{_ATTR}*)\s*(?P<self>/)?>)""",
     re.S,
 )
 _LABEL_ATTR = re.compile(
     r"""\b(title|label|name|path|query|body|header|question|param)\s*=\s*(?:"([^"]*)"|'([^']*)'|\{\s*["'`]([^"'`]*)["'`]\s*\})"""
 )
+_ALT_ATTR = re.compile(r"""\balt\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+# Elements whose whole content is not page text (Docusaurus pages set <head> from MDX).
+_NON_CONTENT = re.compile(r"<(head|style|script)\b[^<>]*>.*?(?:</\1\s*>|\Z)", re.S | re.I)
 _TYPE_ATTR = re.compile(r"""\btype\s*=\s*(?:"([^"]*)"|'([^']*)')""")
-_IMPORT_EXPORT = re.compile(r"^(?:import|export)\b")
+# ESM syntax only, so prose such as "import the data" at the start of a line is kept.
+_IMPORT_EXPORT = re.compile(
+    r"""^(?:import\s+(?:['"{*]|[\w$]+\s*(?:,|from\b))|export\s+(?:default|const|let|var|function|class|async|[{*]))"""
+)
 
 
 def _jsx_sub(m: re.Match[str]) -> str:
@@ -259,6 +265,11 @@ def _jsx_sub(m: re.Match[str]) -> str:
     if m.group("close") or not m.group("attrs"):
         return ""
     attrs = m.group("attrs")
+    name = m.group("name") or ""
+    if not name[:1].isupper():  # plain HTML: only an image's alt text is content
+        if name.lower() == "img" and (alt := _ALT_ATTR.search(attrs)):
+            return alt.group(1) or alt.group(2) or ""
+        return ""
     lm = _LABEL_ATTR.search(attrs)
     if not lm:
         return ""
@@ -326,6 +337,8 @@ def strip_mdx(text: str) -> str:
             out.append((True, _dedent_fence(seg)))
             continue
         seg = _strip_import_export(seg)
+        if "<" in seg:
+            seg = _NON_CONTENT.sub("", seg)
         if "<" in seg or "{/*" in seg:
             seg = _JSX.sub(_jsx_sub, seg)
         out.append((False, seg))
@@ -345,6 +358,7 @@ def _md(mdx: bool) -> MarkdownIt:
     return md
 
 
+_MAX_HEADING = 500  # longer "headings" are hostile or broken; also bounds the regexes below
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _HEADING_NOISE = re.compile(r"`|\*\*|__|\s*\{#[^}]*\}\s*$|<[^>]+>")
 _TAG = re.compile(r"<[^>]*>")
@@ -353,7 +367,7 @@ _WORDY = re.compile(r"\w")
 
 def clean_heading(raw: str) -> str:
     """Heading text without inline markup, links or ``{#anchor}`` suffixes."""
-    text = _MD_LINK.sub(r"\1", raw)
+    text = _MD_LINK.sub(r"\1", raw[:_MAX_HEADING])
     text = _HEADING_NOISE.sub("", text)
     return " ".join(text.split()).strip(" #")
 

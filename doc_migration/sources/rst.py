@@ -210,7 +210,7 @@ _ADMONITION_LABELS = {
 }
 _SKIP: tuple[type[nodes.Node], ...] = (
     nodes.comment, nodes.target, nodes.substitution_definition, nodes.system_message, nodes.raw,
-    nodes.pending, nodes.transition, nodes.decoration, nodes.meta,
+    nodes.pending, nodes.transition, nodes.decoration, nodes.meta, nodes.label,
 )
 _LISTS = (nodes.bullet_list, nodes.enumerated_list)
 
@@ -325,12 +325,27 @@ def _definition_list(node: nodes.Element) -> str:
 
 
 def _field_list(node: nodes.Element) -> str:
+    """``name: body`` lines; docinfo's typed children (author, version...) read the same way."""
     out = []
     for field in node.children:
         if isinstance(field, nodes.field) and len(field.children) >= 2:
             name = " ".join(_inline_text(field.children[0]).split())
             body = " ".join(_inline_text(field.children[1]).split())
             out.append(f"{name}: {body}")
+        elif isinstance(field, nodes.Element):
+            body = " ".join(_inline_text(field).split())
+            if body:
+                out.append(f"{field.tagname.replace('_', ' ').capitalize()}: {body}")
+    return "\n".join(out)
+
+
+def _option_list(node: nodes.Element) -> str:
+    """Command-line option lists as ``-v, --verbose  description`` lines."""
+    out = []
+    for item in node.findall(nodes.option_list_item):
+        opts = ", ".join(" ".join(o.astext().split()) for o in item.findall(nodes.option))
+        desc = " ".join(" ".join(_inline_text(d).split()) for d in item.findall(nodes.description))
+        out.append(f"{opts}  {desc}".strip())
     return "\n".join(out)
 
 
@@ -396,6 +411,8 @@ def rst_blocks(doctree: nodes.document) -> tuple[BlockBuilder, str | None]:
             out.add(_definition_list(node))
         elif isinstance(node, nodes.field_list | nodes.docinfo) and not _has_code(node):
             out.add(_field_list(node))
+        elif isinstance(node, nodes.option_list) and not _has_code(node):
+            out.add(_option_list(node))
         elif isinstance(node, nodes.line_block):
             out.add("\n".join(_inline_text(line) for line in node.findall(nodes.line)))
         elif isinstance(node, nodes.Admonition):

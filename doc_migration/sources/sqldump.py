@@ -4,8 +4,8 @@ A small tokenizer understands the parts of PostgreSQL syntax that dumps use: ``'
 with ``''`` escapes, ``E'...'`` strings with backslash escapes, dollar quoting, comments,
 ``::type`` casts, ``NULL``, function calls such as ``gen_random_uuid()``/``NOW()``, ``ARRAY[...]``
 and multi-row ``VALUES``; plus ``COPY documents (...) FROM stdin`` data blocks (pg_dump's
-default). Every other statement is skipped. One ParsedDocument per row, content untouched, and
-the row's vector carried over when present.
+default). Every other statement is skipped. One ParsedDocument per row: content as stored (only
+line endings normalised, as for every text source) and the row's vector carried over if present.
 
 Partial failure: one bad row must not drop the file. :func:`parse_dump` returns the good rows
 and a list of :class:`RowProblem`. :func:`parse` (the registry contract) returns a
@@ -569,6 +569,8 @@ class _RowBuilder:
                 self.problem(pos, path_label, f"metadata dropped: {exc.reason}", skipped=False)
                 parsed = {}
             metadata = parsed if isinstance(parsed, dict) else {"dump_metadata": parsed}
+        elif isinstance(raw_meta, Opaque) and raw_meta.text != "DEFAULT":
+            self.problem(pos, path_label, f"metadata is computed ({raw_meta.text}); dropped", skipped=False)
         elif raw_meta is not None and not isinstance(raw_meta, str | Opaque):
             self.problem(pos, path_label, "metadata is not a JSON string; dropped", skipped=False)
         doc_type = row.get("doc_type")
@@ -778,8 +780,8 @@ def _copy(p: _Parser, rows: _RowBuilder, table: str) -> bool:
     return wanted
 
 
-def parse(data: bytes, ctx: ParseContext) -> list[ParsedDocument]:
-    """Documents of a doc-server SQL dump; returns a :class:`DocumentList` with ``.problems``."""
+def parse(data: bytes, ctx: ParseContext) -> DocumentList:
+    """Documents of a doc-server SQL dump, as a :class:`DocumentList` (a list with ``.problems``)."""
     result = parse_dump(data, ctx)
     problems = result.problems
     listed = "; ".join(str(p) for p in problems[:MAX_PROBLEMS_LISTED])
@@ -796,6 +798,9 @@ def parse(data: bytes, ctx: ParseContext) -> list[ParsedDocument]:
             f"{len(problems)} bad rows in SQL dump: {listed}{more}",
             "fix the rows, or drop on_row_error: quarantine to load the good rows",
         )
-    for problem in problems:
+    for problem in problems[:MAX_PROBLEMS_LISTED]:
         log.warning("%s: %s", ctx.rel_path, problem)
+    if len(problems) > MAX_PROBLEMS_LISTED:
+        log.warning("%s: %d more row problems (see DocumentList.problems)", ctx.rel_path,
+                    len(problems) - MAX_PROBLEMS_LISTED)
     return DocumentList(result.documents, problems)

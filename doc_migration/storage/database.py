@@ -26,6 +26,14 @@ MIN_PGVECTOR = (0, 7, 0)
 class DatabaseError(Exception):
     """A database problem described for an operator, with secrets removed."""
 
+    retryable = False
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The server could not be reached: worth retrying later (CLI exit code 5)."""
+
+    retryable = True
+
 
 def resolve_database_url(settings: Settings) -> str:
     """DATABASE_URL, or the embedded server's ``doc_server`` database (created on first use)."""
@@ -57,7 +65,10 @@ def connect(url: str, *, autocommit: bool = False, statement_timeout_ms: int = 0
     try:
         conn = psycopg.connect(url, autocommit=autocommit, options=options, connect_timeout=30)
     except psycopg.OperationalError as exc:
-        raise DatabaseError(f"cannot connect to the target database: {describe_error(exc)}") from None
+        message = describe_error(exc)
+        cls = DatabaseError if "password authentication failed" in message or "does not exist" in message \
+            else DatabaseUnavailable
+        raise cls(f"cannot connect to the target database: {message}") from None
     try:
         register_vector(conn)
     except psycopg.ProgrammingError:

@@ -7,6 +7,7 @@ from typing import Any
 from psycopg import sql
 
 from ..config import Settings
+from ..embedding.pricing import estimate_cost
 from .database import connection
 
 
@@ -65,6 +66,9 @@ def run_summary(settings: Settings, url: str, run_ids: list[str], keys: list[str
             "SELECT coalesce(sum(inputs),0), coalesce(sum(cache_hits),0), coalesce(sum(tokens),0), "
             "coalesce(sum(requests),0), coalesce(sum(retries),0) FROM {}.embedding_spend WHERE run_id = ANY(%s)"
         ).format(s), (run_ids,)).fetchone()
+        by_model = conn.execute(sql.SQL(
+            "SELECT model, sum(tokens) FROM {}.embedding_spend WHERE run_id = ANY(%s) GROUP BY model").format(s),
+            (run_ids,)).fetchall()
         quarantined = conn.execute(sql.SQL(
             "SELECT rel_path, reason, doc_type, stage, hint FROM {}.quarantine WHERE partition_key = ANY(%s) "
             "ORDER BY doc_type, rel_path").format(s), (keys,)).fetchall()
@@ -93,6 +97,7 @@ def run_summary(settings: Settings, url: str, run_ids: list[str], keys: list[str
         "tokens_sent": int(spend[2]),
         "embedding_requests": int(spend[3]),
         "embedding_retries": int(spend[4]),
+        "estimated_dollars": sum(estimate_cost(int(t or 0), m) for m, t in by_model),
         "failed_partitions": sorted({f[0] for f in failures}),
         "failures": [{"partition": f[0], "stage": f[1], "error": f[2]} for f in failures],
     }
@@ -111,3 +116,29 @@ def failed_partitions(settings: Settings, url: str, run_id: str) -> set[str]:
     with connection(url) as conn:
         return {r[0] for r in conn.execute(sql.SQL(
             "SELECT partition_key FROM {}.partition_failures WHERE run_id = %s").format(s), (run_id,))}
+
+
+def history(settings: Settings, url: str, limit: int = 200) -> list[dict[str, Any]]:
+    """Loads and rollbacks, newest first."""
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        loads = conn.execute(sql.SQL(
+            "SELECT load_id, run_id, partition_key, checksum, files, documents, chunks, rows_inserted, rows_updated, "
+            "rows_deleted, quarantined, started_at, committed_at, status, quarantine FROM {}.loads "
+            "ORDER BY load_id DESC LIMIT %s").format(s), (limit,)).fetchall()
+        rollbacks = conn.execute(sql.SQL(
+            "SELECT rollback_id, load_id, partition_key, loaded_run_id, requested_by, rows_deleted, rows_restored, "
+            "rolled_back_at FROM {}.rollbacks ORDER BY rollback_id DESC LIMIT %s").format(s), (limit,)).fetchall()
+    events: list[dict[str, Any]] = [
+        {"event": "load", "load_id": r[0], "run_id": r[1], "partition": r[2], "checksum": r[3], "files": r[4],
+         "documents": r[5], "chunks": r[6], "rows_inserted": r[7], "rows_updated": r[8], "rows_deleted": r[9],
+         "quarantined": r[10], "started_at": r[11].isoformat(), "at": r[12].isoformat(), "status": r[13],
+         "quarantine": r[14]}
+        for r in loads
+    ] + [
+        {"event": "rollback", "rollback_id": r[0], "load_id": r[1], "partition": r[2], "run_id": r[3],
+         "requested_by": r[4], "rows_deleted": r[5], "rows_restored": r[6], "at": r[7].isoformat()}
+        for r in rollbacks
+    ]
+    events.sort(key=lambda e: e["at"], reverse=True)
+    return events[:limit]

@@ -36,14 +36,16 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
 
-from doc_migration.embedding.tokens import count_tokens
+from doc_migration.tokens import count_tokens
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+RequestHeaders = Mapping[str, str] | Message
 Payload = bytes | list[bytes | memoryview]
 GARBAGE_MODES = ("invalid_json", "wrong_length", "nan", "wrong_count")
 
@@ -75,8 +77,9 @@ class VectorBank:
         self.seed = seed
         self.half1 = dims // 2
         self.half2 = dims - self.half1
-        # enough rows that 2048 texts essentially never collide, capped at ~64 MB of floats
-        self.rows = int(max(1024, min(16384, (1 << 24) // dims)))
+        # enough rows that texts essentially never collide (>= 1024 rows x dims/6 rotations per
+        # half, squared), capped at ~16 MB of floats (+ ~45 MB of base64 at 3072 dims)
+        self.rows = int(max(1024, min(16384, (1 << 22) // dims)))
         rng = np.random.default_rng(seed)
         h1 = rng.standard_normal((self.rows, self.half1), dtype=np.float32)
         h2 = rng.standard_normal((self.rows, self.half2), dtype=np.float32)
@@ -191,7 +194,8 @@ class ServerStats:
     status_counts: Counter[int] = field(default_factory=Counter)
     error_codes: Counter[str] = field(default_factory=Counter)
     text_counts: Counter[str] = field(default_factory=Counter)
-    encoding_formats: Counter[str] = field(default_factory=Counter)
+    encoding_formats: Counter[str] = field(default_factory=Counter)  # as answered
+    requested_formats: Counter[str] = field(default_factory=Counter)  # as asked by the client
     dimensions: Counter[int] = field(default_factory=Counter)
     admitted: list[tuple[float, int, int]] = field(default_factory=list)  # (t, tokens, inputs)
     log: list[tuple[float, int, int]] = field(default_factory=list)  # (arrival t, status, inputs)
@@ -454,7 +458,7 @@ class EmbeddingTestServer:
 
     # ------------------------------------------------------------------ request handling
     def handle(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+        self, method: str, path: str, headers: RequestHeaders, body: bytes
     ) -> tuple[int, dict[str, str], Payload]:
         """Answer one HTTP request: ``(status, headers, body)``; the body may be a list of parts
         to concatenate (see :meth:`response_bytes`)."""
@@ -482,7 +486,7 @@ class EmbeddingTestServer:
         return status, {**JSON_HEADERS, **rate}, body, 0
 
     def _handle(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes, arrival: float
+        self, method: str, path: str, headers: RequestHeaders, body: bytes, arrival: float
     ) -> tuple[int, dict[str, str], Payload, int]:
         route = path.split("?", 1)[0].rstrip("/")
         if method == "GET" and route in ("", "/health", "/v1/health"):
@@ -512,6 +516,8 @@ class EmbeddingTestServer:
         texts, counts, model, fmt, dimensions = parsed
         total = sum(counts)
         n = len(texts)
+        with self._lock:
+            self.stats.requested_formats[str(req.get("encoding_format") or "float")] += 1
 
         with self._lock:
             now = self.now()

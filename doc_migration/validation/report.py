@@ -1,76 +1,177 @@
-"""Checks of loaded partitions against the ledger, shared by asset checks, the report and the CLI."""
+"""The validation report: every check over the given partitions, per-doc-type tables and load throughput.
+
+Shared by the ``validation_report`` asset (JSON + HTML under ``<home>/reports``), the Dagster asset
+checks and ``doc-migrate validate``. A report ``passed`` when no ERROR check failed; WARN checks
+(duplicates, links, orphans by default, source drift, rolled-back partitions) are listed but do not
+fail it.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import sql
 
-from ..config import Settings
+from ..config import ConfigError, Settings
+from ..embedding.base import Embedder
+from ..manifest import Manifest, load_manifest
 from ..storage import ledger
 from ..storage.database import connection
+from .checks import (
+    check_checksums,
+    check_counts,
+    check_embeddings,
+    check_orphans,
+    check_rolled_back,
+    check_source_drift,
+    rolled_back_partitions,
+)
+from .common import ERROR, WARN, doc_type_of, timed
+from .config import ValidationConfig, load_validation_config
+from .duplicates import check_duplicates
+from .links import check_links
+from .retrieval import check_retrieval
+from .schemas import check_schema
+
+__all__ = ["ALL_CHECKS", "build_report", "check_counts", "check_embeddings", "check_orphans", "run_check",
+           "rolled_back_partitions"]
+
+# name -> severity when failing (orphans: from the config)
+ALL_CHECKS: dict[str, str] = {
+    "counts": ERROR, "checksums": ERROR, "embeddings": ERROR, "schema": ERROR, "retrieval": ERROR,
+    "duplicates": WARN, "links": WARN, "orphans": WARN, "source_drift": WARN, "rolled_back": WARN,
+}
 
 
-def check_counts(settings: Settings, url: str, keys: list[str]) -> dict[str, Any]:
-    """Each loaded partition owns exactly the rows its ledger says, and each of them exists."""
-    s = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn:
-        rows = conn.execute(sql.SQL(
-            "SELECT ps.partition_key, ps.chunks, count(pr.document_id), count(d.id) "
-            "FROM {s}.partition_state ps LEFT JOIN {s}.partition_rows pr ON pr.partition_key = ps.partition_key "
-            "LEFT JOIN documents d ON d.id = pr.document_id WHERE ps.partition_key = ANY(%s) "
-            "GROUP BY ps.partition_key, ps.chunks ORDER BY 1").format(s=s), (keys,)).fetchall()
-    bad = [{"partition": r[0], "expected_rows": r[1], "ledger_rows": r[2], "rows_in_documents": r[3]}
-           for r in rows if not (r[1] == r[2] == r[3])]
-    return {"passed": not bad, "partitions_checked": len(rows), "mismatches": bad}
+def _manifest(settings: Settings) -> Manifest | None:
+    try:
+        return load_manifest(settings.sources_path)
+    except ConfigError:
+        return None
 
 
-def check_embeddings(settings: Settings, url: str, keys: list[str]) -> dict[str, Any]:
-    """No NULL, wrong-dimension, non-finite or zero vectors among the partitions' rows."""
-    s = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn:
-        bad = conn.execute(sql.SQL(
-            "SELECT d.doc_type, d.source_name, d.doc_path, CASE "
-            "  WHEN d.embedding IS NULL THEN 'NULL embedding' "
-            "  WHEN vector_dims(d.embedding) <> %s THEN 'dimension ' || vector_dims(d.embedding) "
-            "  WHEN 'NaN'::float8 = vector_norm(d.embedding) OR vector_norm(d.embedding) = 'Infinity'::float8 "
-            "    THEN 'non-finite values' "
-            "  WHEN vector_norm(d.embedding) = 0 THEN 'zero vector' END AS problem "
-            "FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
-            "WHERE pr.partition_key = ANY(%s) AND (d.embedding IS NULL OR vector_dims(d.embedding) <> %s "
-            "  OR NOT (vector_norm(d.embedding) > 0 AND vector_norm(d.embedding) < 'Infinity'::float8)) LIMIT 100"
-        ).format(s=s), (settings.embedding_dims, keys, settings.embedding_dims)).fetchall()
-    return {"passed": not bad, "problems": [{"doc_type": b[0], "source_name": b[1], "doc_path": b[2],
-                                            "problem": b[3]} for b in bad]}
-
-
-def check_orphans(settings: Settings, url: str) -> dict[str, Any]:
-    """Rows in documents that no partition of the pipeline owns (advisory: the doc-server may add its own)."""
-    s = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn:
-        rows = conn.execute(sql.SQL(
-            "SELECT d.doc_type, d.source_name, d.doc_path FROM documents d WHERE NOT EXISTS ("
-            "SELECT 1 FROM {}.partition_rows pr WHERE pr.document_id = d.id) ORDER BY 1, 2, 3 LIMIT 100"
-        ).format(s)).fetchall()
-    return {"passed": not rows, "orphans": [{"doc_type": r[0], "source_name": r[1], "doc_path": r[2]} for r in rows]}
-
-
-def build_report(settings: Settings, url: str, keys: list[str], run_id: str | None) -> dict[str, Any]:
-    checks = {
-        "counts": check_counts(settings, url, keys),
-        "embeddings": check_embeddings(settings, url, keys),
-        "orphans": check_orphans(settings, url),
+def run_check(name: str, settings: Settings, url: str, keys: list[str], *, config: ValidationConfig,
+              manifest: Manifest | None, embedder: Embedder | None = None,
+              require_loaded: bool = True) -> dict[str, Any]:
+    """Run one check by name (timed, crash-safe); used by the report and the Dagster asset checks."""
+    calls: dict[str, Callable[[], dict[str, Any]]] = {
+        "counts": lambda: check_counts(settings, url, keys, config, require_loaded=require_loaded),
+        "checksums": lambda: check_checksums(settings, url, keys, config),
+        "embeddings": lambda: check_embeddings(settings, url, keys, config),
+        "schema": lambda: check_schema(settings, url, keys, config),
+        "retrieval": lambda: check_retrieval(settings, url, keys, config, embedder),
+        "duplicates": lambda: check_duplicates(settings, url, keys, config),
+        "links": lambda: check_links(settings, url, keys, manifest, config),
+        "orphans": lambda: check_orphans(settings, url, config),
+        "source_drift": lambda: check_source_drift(settings, url, keys, manifest, config),
+        "rolled_back": lambda: check_rolled_back(settings, url, keys, config),
     }
-    errors = [name for name in ("counts", "embeddings") if not checks[name]["passed"]]
-    warnings = [name for name in ("orphans",) if not checks[name]["passed"]]
+    severity = config.orphans_severity if name == "orphans" else ALL_CHECKS[name]
+    return timed(name, severity, calls[name])
+
+
+def _per_doc_type(settings: Settings, url: str, keys: list[str], checks: dict[str, dict[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        rows = conn.execute(sql.SQL(
+            "SELECT pr.doc_type, count(d.id), "
+            "  count(DISTINCT (pr.source_name, pr.document_path)) FILTER (WHERE d.id IS NOT NULL), "
+            "  count(DISTINCT (pr.source_name, pr.source_file)) FILTER (WHERE d.id IS NOT NULL), "
+            "  coalesce(sum(d.token_count), 0) "
+            "FROM {s}.partition_rows pr LEFT JOIN documents d ON d.id = pr.document_id "
+            "WHERE pr.partition_key = ANY(%s) GROUP BY 1").format(s=s), (keys,)).fetchall()
+        quarantined = dict(conn.execute(sql.SQL(
+            "SELECT doc_type, count(*) FROM {}.quarantine WHERE partition_key = ANY(%s) GROUP BY 1").format(s),
+            (keys,)).fetchall())
+        loaded = dict(conn.execute(sql.SQL(
+            "SELECT split_part(partition_key, '-', 1), count(*) FROM {}.partition_state "
+            "WHERE partition_key = ANY(%s) GROUP BY 1").format(s), (keys,)).fetchall())
+    stats = {r[0]: r[1:] for r in rows}
+    out = []
+    for doc_type in sorted({doc_type_of(k) for k in keys}):
+        n_rows, docs, files, tokens = stats.get(doc_type, (0, 0, 0, 0))
+        failures = {name: int(c.get("findings_by_doc_type", {}).get(doc_type, 0)) for name, c in checks.items()
+                    if not c["passed"]}
+        out.append({
+            "doc_type": doc_type,
+            "partitions": sum(1 for k in keys if doc_type_of(k) == doc_type),
+            "partitions_loaded": int(loaded.get(doc_type, 0)),
+            "rows": int(n_rows), "documents": int(docs), "files": int(files), "tokens": int(tokens),
+            "quarantined": int(quarantined.get(doc_type, 0)),
+            "failures": sum(failures.values()),
+            "failed_checks": sorted(name for name, n in failures.items() if n),
+        })
+    return out
+
+
+def _throughput(settings: Settings, url: str, keys: list[str], limit: int = 20) -> dict[str, Any]:
+    """Rows written per second per run, from the ledger's loads (newest runs first)."""
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        runs = conn.execute(sql.SQL(
+            "SELECT run_id, count(*), sum(rows_inserted + rows_updated + rows_deleted), sum(chunks), "
+            "  sum(documents_written), min(started_at), max(committed_at), "
+            "  extract(epoch FROM max(committed_at) - min(started_at)), "
+            "  count(*) FILTER (WHERE status = 'rolled_back') "
+            "FROM {}.loads WHERE partition_key = ANY(%s) AND status <> 'loading' "
+            "GROUP BY run_id ORDER BY min(started_at) DESC LIMIT %s").format(s), (keys, limit)).fetchall()
+    out = []
+    for run_id, partitions, written, chunks, docs, started, committed, seconds, rolled in runs:
+        secs = max(float(seconds or 0.0), 1e-3)
+        out.append({"run_id": run_id, "partitions": int(partitions), "rows_written": int(written or 0),
+                    "chunks": int(chunks or 0), "documents_written": int(docs or 0),
+                    "started_at": started.isoformat(), "committed_at": committed.isoformat(),
+                    "seconds": round(secs, 3), "rows_per_second": round(int(written or 0) / secs, 1),
+                    "rolled_back_partitions": int(rolled)})
+    return {"runs": out, "latest_rows_per_second": out[0]["rows_per_second"] if out else None}
+
+
+def build_report(settings: Settings, url: str, keys: list[str], run_id: str | None, *,
+                 embedder: Embedder | None = None, manifest: Manifest | None = None,
+                 config: ValidationConfig | None = None, only: list[str] | None = None) -> dict[str, Any]:
+    """Run every check (or ``only`` these) over ``keys``; orphans are global and run once."""
+    start = time.perf_counter()
+    cfg = config or load_validation_config(settings.sources_path)
+    man = manifest if manifest is not None else _manifest(settings)
+    checks: dict[str, dict[str, Any]] = {}
+    for name in ALL_CHECKS:
+        if only is None or name in only:
+            checks[name] = run_check(name, settings, url, keys, config=cfg, manifest=man, embedder=embedder)
+    errors = [n for n, c in checks.items() if not c["passed"] and c["severity"] == ERROR]
+    warnings = [n for n, c in checks.items() if not c["passed"] and c["severity"] != ERROR]
     st = ledger.status(settings, url, keys)
+    retrieval = checks.get("retrieval", {})
     return {
         "run_id": run_id,
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "passed": not errors,
         "errors": errors,
         "warnings": warnings,
         "checks": checks,
-        "totals": {"rows": st["rows"], "documents_loaded": st["documents_loaded"], "files": st["files"],
-                   "quarantined": len(st["quarantined"])},
+        "totals": {
+            "rows": st["rows"], "documents_loaded": st["documents_loaded"], "files": st["files"],
+            "quarantined": len(st["quarantined"]), "partitions": len(keys),
+            "partitions_loaded": st["partitions_loaded"],
+            "checks": len(checks), "checks_passed": sum(1 for c in checks.values() if c["passed"]),
+            "checks_failed": len(errors) + len(warnings),
+            "recall_at_1": retrieval.get("recall_at_1"),
+            "duplicate_groups": checks.get("duplicates", {}).get("total_findings"),
+            "dangling_links": checks.get("links", {}).get("total_findings"),
+            "orphans": checks.get("orphans", {}).get("total_findings"),
+        },
+        "per_doc_type": _per_doc_type(settings, url, keys, checks),
+        "throughput": _throughput(settings, url, keys),
         "quarantined": st["quarantined"],
+        "settings": {"embedding_model": settings.model_name, "embedding_dims": settings.embedding_dims,
+                     "pipeline_schema": settings.pipeline_schema, "manifest": str(settings.sources_path)},
+        "config": {"max_findings": cfg.max_findings, "seed": cfg.seed,
+                   "sample_per_partition": cfg.sample_per_partition,
+                   "retrieval_per_partition": cfg.retrieval_per_partition, "min_recall_at_1": cfg.min_recall_at_1,
+                   "duplicate_strategy": cfg.duplicates.strategy, "simhash_bits": cfg.duplicates.simhash_bits,
+                   "orphans_severity": cfg.orphans_severity},
+        "seconds": round(time.perf_counter() - start, 3),
     }

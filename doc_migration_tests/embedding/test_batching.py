@@ -11,7 +11,7 @@ import pytest
 from doc_migration.embedding.base import EmbeddingError
 from doc_migration.embedding.batching import InputTooLongError, plan_batches
 from doc_migration.embedding.ratelimit import RateLimiter, parse_duration, parse_retry_after
-from doc_migration.embedding.tokens import PIECE_CHARS, count_tokens, encode, get_encoding, truncate_to_tokens
+from doc_migration.tokens import PIECE_CHARS, count_tokens, encode, get_encoding, truncate_to_tokens
 
 
 # ------------------------------------------------------------------------------------ tokens
@@ -197,7 +197,7 @@ def test_limiter_learns_from_headers() -> None:
     lim.release(res)
     assert lim.tpm == 10_000 and lim.rpm == 100
     assert lim.snapshot()["external_tokens"] == 3900
-    ok, _ = lim.try_acquire(5900)
+    ok, _ = lim.try_acquire(6000)  # 100 mine + 3900 others + 6000 = the whole cap
     assert ok is not None
     lim.release(ok)
     blocked, wait = lim.try_acquire(100)
@@ -223,11 +223,14 @@ def test_limiter_pause_and_cancel() -> None:
     start = time.monotonic()
     lim.release(lim.acquire(1))
     assert time.monotonic() - start >= 0.19
-    res = lim.acquire(990)  # 990 > 970 budget but alone: admitted
+    lim = RateLimiter(tpm=1000)
+    res = lim.acquire(990)  # more than the 970 budget, but alone: admitted rather than starved
     cancel = threading.Event()
     threading.Timer(0.2, cancel.set).start()
+    start = time.monotonic()
     with pytest.raises(InterruptedError):
         lim.acquire(500, cancel=cancel)
+    assert time.monotonic() - start < 1.0
     with pytest.raises(TimeoutError):
         lim.acquire(500, timeout=0.1)
     lim.release(res)
@@ -235,12 +238,12 @@ def test_limiter_pause_and_cancel() -> None:
 
 def test_limiter_thread_safety_under_contention() -> None:
     """Many threads acquiring concurrently never exceed the budget in any window."""
-    lim = RateLimiter(tpm=1000, window_seconds=0.5, headroom=1.0)
+    lim = RateLimiter(tpm=2000, window_seconds=0.5, headroom=1.0)
     log: list[tuple[float, int]] = []
     lock = threading.Lock()
 
     def worker() -> None:
-        for _ in range(10):
+        for _ in range(6):
             res = lim.acquire(100)
             time.sleep(0.005)
             lim.release(res)
@@ -252,11 +255,11 @@ def test_limiter_thread_safety_under_contention() -> None:
         t.start()
     for t in threads:
         t.join()
-    assert len(log) == 80
+    assert len(log) == 48
     admitted = sorted(log)
     for i, (t0, _) in enumerate(admitted):
         in_window = sum(n for t, n in admitted[i:] if t < t0 + 0.5 - 0.02)
-        assert in_window <= 1000
+        assert in_window <= 2000
 
 
 def test_limiter_from_config() -> None:

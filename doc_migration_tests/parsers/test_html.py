@@ -150,3 +150,15 @@ def test_real_openapi_spec_page(shared_corpus: Path) -> None:
     assert any(b.kind == "code" for b in doc.blocks)
     assert any(b.kind == "table" for b in doc.blocks)
     assert "dataLayer" not in doc.text and "gtag(" not in doc.text and "@keyframes" not in doc.text
+
+
+def test_article_header_heading_is_content_but_site_header_is_not() -> None:
+    doc = _html(
+        "<body><header><h1>Site Name</h1><a>Login</a></header>"
+        "<article><header><h1>Article Heading</h1><p class='byline'>by Jane</p></header>"
+        "<p>Article body.</p></article></body>"
+    )
+    assert "Site Name" not in doc.text and "Login" not in doc.text
+    body = _block_with(doc, "Article body.")
+    assert body.heading_path == ("Article Heading",)
+    assert doc.title == "Article Heading"

@@ -7,7 +7,13 @@ import math
 import psycopg
 import pytest
 
-from doc_migration.sources.legacy_db import LegacyDatabaseError, list_crates, read_crate, redact_url
+from doc_migration.sources.legacy_db import (
+    LegacyDatabaseError,
+    iter_crate,
+    list_crates,
+    read_crate,
+    redact_url,
+)
 
 DIMS = 3072
 
@@ -63,7 +69,9 @@ def test_list_crates_fingerprints(legacy_url: str) -> None:
     after = dict((c, fp) for c, fp, _ in list_crates(legacy_url))
     assert after["serde"] == before["serde"] and after["tokio"] != before["tokio"]
     with psycopg.connect(legacy_url, autocommit=True) as conn:
-        conn.execute(f"UPDATE doc_embeddings SET embedding = '{_vec(9)}' WHERE doc_path = 'serde/de/index.html'")
+        conn.execute(
+            "UPDATE doc_embeddings SET embedding = %s::vector WHERE doc_path = 'serde/de/index.html'", (_vec(9),)
+        )
     assert dict((c, fp) for c, fp, _ in list_crates(legacy_url))["serde"] != before["serde"]
 
 
@@ -89,6 +97,13 @@ def test_read_crate_carries_vectors_and_drops_wrong_dimensions(legacy_url: str) 
     assert read_crate(legacy_url, "no-such-crate") == []
     # Without dims every vector is kept as is.
     assert read_crate(legacy_url, "serde")[1].embedding is not None
+
+
+def test_iter_crate_streams_in_batches(legacy_url: str) -> None:
+    streamed = list(iter_crate(legacy_url, "serde", dims=DIMS, batch_rows=1))
+    assert [d.path for d in streamed] == [d.path for d in read_crate(legacy_url, "serde", dims=DIMS)]
+    first = next(iter_crate(legacy_url, "serde"))  # stopping early closes the connection cleanly
+    assert first.path == "serde/de/index.html"
 
 
 def test_crate_name_is_a_bound_parameter(legacy_url: str) -> None:

@@ -146,9 +146,9 @@ def test_yaml_alias_bomb_stays_small() -> None:
         f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
         for i in range(9)
     ) + "---\nBody.\n"
-    started = time.perf_counter()
+    started = time.process_time()
     doc = _md(bomb)
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
     assert len(json.dumps(doc.metadata)) < 200_000
     assert "Body." in doc.text
 
@@ -290,9 +290,14 @@ def test_mdx_code_inside_jsx_stays_code_and_untouched() -> None:
 
 
 def test_docusaurus_md_that_is_really_mdx_is_cleaned() -> None:
-    src = "import Tabs from '@theme/Tabs';\n\n# Swap\n\n<Tabs>\n<TabItem value=\"a\">\nSwap text.\n</TabItem>\n</Tabs>\n"
+    src = (
+        "import Tabs from '@theme/Tabs';\n\n<head>\n  <title>Head title</title>\n"
+        "  <meta name=\"twitter:card\" content=\"summary\" />\n</head>\n\n"
+        "# Swap\n\n<Tabs>\n<TabItem value=\"a\">\nSwap text.\n</TabItem>\n</Tabs>\n"
+    )
     doc = _md(src)
     assert "import Tabs" not in doc.text and "<Tabs>" not in doc.text
+    assert "Head title" not in doc.text and "twitter" not in doc.text
     assert "Swap text." in doc.text
     # ...but a plain shell `export` line in a Markdown file is content, not MDX
     plain = _md("# Env\n\nexport PATH=$HOME/bin:$PATH\n")
@@ -302,9 +307,9 @@ def test_docusaurus_md_that_is_really_mdx_is_cleaned() -> None:
 def test_markdown_speed_is_several_mb_per_second() -> None:
     section = GUIDE.split("---\n", 2)[2]
     data = (section * 600).encode()  # ~0.5 MB
-    started = time.perf_counter()
+    started = time.process_time()
     doc = _md(data)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert len(doc.blocks) > 1000
     assert len(data) / elapsed > 500_000, f"{len(data) / elapsed / 1e6:.2f} MB/s"
 
@@ -376,14 +381,14 @@ def test_every_real_markup_file_parses(shared_corpus: Path) -> None:
             rel = path.relative_to(root).as_posix()
             data = path.read_bytes()
             ctx = ParseContext(rel_path=rel, doc_type=rel.split("/", 1)[0], source_name="real", fmt=fmt)
-            started = time.perf_counter()
+            started = time.process_time()
             try:
                 docs = parser(data, ctx)
             except QuarantineError:
                 quarantined.add(rel)
                 continue
             finally:
-                elapsed += time.perf_counter() - started
+                elapsed += time.process_time() - started  # CPU time: stable when the machine is busy
                 size += len(data)
             assert len(docs) == 1, rel
             doc = docs[0]
@@ -396,3 +401,9 @@ def test_every_real_markup_file_parses(shared_corpus: Path) -> None:
     assert quarantined == KNOWN_EMPTY
     for ext, (count, size, elapsed) in stats.items():
         print(f"{ext}: {int(count)} files, {size / 1e6:.2f} MB, {size / 1e6 / elapsed:.2f} MB/s")
+
+
+def test_mdx_keeps_prose_lines_that_start_with_import_or_export() -> None:
+    doc = _mdx("import X from './x';\n\n# Data\n\nimport the data first, then\nexport the report as CSV.\n")
+    assert "import the data first, then\nexport the report as CSV." in doc.text
+    assert "./x" not in doc.text

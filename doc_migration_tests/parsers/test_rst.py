@@ -216,3 +216,25 @@ def test_real_grid_table_with_row_spans(shared_corpus: Path) -> None:
     assert table.kind == "table"
     # a row-spanning "Program Type" cell is repeated so each row stands alone
     assert "| `BPF_PROG_TYPE_CGROUP_SKB` | `BPF_CGROUP_INET_EGRESS` | `cgroup_skb/egress` |" in table.text
+
+
+def test_docinfo_option_lists_and_footnotes_read_as_text() -> None:
+    src = """
+:Author: Jane Doe
+:Version: 1.2
+
+Tool
+====
+
+-v, --verbose   Print more output.
+--config=FILE   Read settings from FILE.
+
+Text with a footnote [#f1]_.
+
+.. [#f1] The footnote text.
+"""
+    doc = _rst(src)
+    assert "Author: Jane Doe\nVersion: 1.2" in doc.text
+    assert "-v, --verbose  Print more output.\n--config=FILE  Read settings from FILE." in doc.text
+    assert "The footnote text." in doc.text
+    assert "f1" not in doc.text

@@ -18,6 +18,7 @@ def _ctx(doc_type: str = "jupiter", **options: object) -> ParseContext:
 
 
 def test_tricky_literals_multirow_values_and_vectors() -> None:
+    # Dump text for the reader, never executed: f-strings here are not query construction.
     sql = f"""
 -- header comment with a 'quote'
 SET standard_conforming_strings = on;
@@ -34,7 +35,7 @@ and a second; line', '{{"embedding_model": "text-embedding-3-large", "k": [1, 2]
 ON CONFLICT (doc_path) DO NOTHING;
 INSERT INTO other_table (x) VALUES ('ignored');
 COMMIT;
-"""
+"""  # noqa: S608
     docs = parse(sql.encode(), _ctx())
     assert isinstance(docs, DocumentList) and docs.problems == []
     a, b, c = docs
@@ -62,7 +63,7 @@ def test_bad_rows_are_skipped_and_reported_not_fatal() -> None:
   (gen_random_uuid(), 'jupiter', 's', 'good.md', 'dupe', '{{}}', NULL, NULL, NOW(), NOW());
 INSERT INTO documents (doc_path, content) VALUES ('short.md');
 INSERT INTO documents (doc_path, content) VALUES ('late.md', 'still read');
-"""
+"""  # noqa: S608
     docs = parse(sql.encode(), _ctx())
     assert [d.path for d in docs] == ["good.md", "vec.md", "late.md"]
     vec = docs[1]

@@ -1,0 +1,82 @@
+"""A parser process pool with a hard per-file time limit.
+
+Why not ProcessPoolExecutor.map: a parser stuck in C code (pdfium, libyaml) cannot be interrupted
+by a Python signal, so a file over its time limit is handled by killing the pool, quarantining
+that file and resubmitting the files that were in flight with it. At most ``processes`` files are
+in flight, so a file's deadline can be counted from its submission. The pool outlives a
+partition (starting workers costs about a second) and is shut down at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from multiprocessing.pool import AsyncResult, Pool
+from typing import Any, TypeVar
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+_pools: dict[int, Pool] = {}
+GRACE_S = 5.0  # on top of the parser's own (soft, SIGALRM) limit, for start-up and IPC
+
+
+def _init_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the parent, between partitions
+    from . import parse
+
+    parse.worker_init()
+
+
+def _pool(processes: int) -> Pool:
+    pool = _pools.get(processes)
+    if pool is None:
+        ctx = multiprocessing.get_context("forkserver")
+        pool = ctx.Pool(processes=processes, initializer=_init_worker, maxtasksperchild=2000)
+        _pools[processes] = pool
+    return pool
+
+
+def _kill(processes: int) -> None:
+    pool = _pools.pop(processes, None)
+    if pool is not None:
+        pool.terminate()
+        pool.join()
+
+
+@atexit.register
+def shutdown() -> None:
+    for processes in list(_pools):
+        pool = _pools.pop(processes)
+        pool.terminate()
+        pool.join()
+
+
+def run_bounded(fn: Callable[[J], R], jobs: list[J], processes: int, timeout_s: Callable[[J], float],
+                on_timeout: Callable[[J], R]) -> Iterator[R]:
+    """Yield ``fn(job)`` for every job (in completion order), or ``on_timeout(job)`` for jobs that
+    exceed ``timeout_s(job) + GRACE_S`` seconds."""
+    pending = deque(jobs)
+    in_flight: deque[tuple[J, AsyncResult[Any], float]] = deque()
+    while pending or in_flight:
+        pool = _pool(processes)
+        while pending and len(in_flight) < processes:
+            job = pending.popleft()
+            in_flight.append((job, pool.apply_async(fn, (job,)), time.monotonic() + timeout_s(job) + GRACE_S))
+        job, handle, deadline = in_flight.popleft()
+        try:
+            yield handle.get(timeout=max(0.0, deadline - time.monotonic()))
+        except multiprocessing.TimeoutError:
+            yield on_timeout(job)
+            # The worker is stuck: kill the pool and resubmit the files that were in flight with it.
+            survivors = [j for j, h, _ in in_flight if not h.ready()]
+            done = [(j, h) for j, h, _ in in_flight if h.ready()]
+            in_flight.clear()
+            for _, h in done:
+                yield h.get()
+            _kill(processes)
+            pending.extendleft(reversed(survivors))

@@ -1,0 +1,290 @@
+"""Set-based checks run in SQL over every row: ledger counts, content checksums, vectors, orphans, drift.
+
+These scan all rows of the given partitions (no sampling): they are aggregates the server computes
+without shipping content or vectors to Python, so they stay cheap enough for every migration.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from psycopg import sql
+
+from ..config import Settings
+from ..manifest import Manifest, discover
+from ..storage.database import connection
+from .common import ERROR, WARN, check_result, plural, sha256_file, source_roots
+from .config import ValidationConfig
+
+MISSING_ROWS_PER_PARTITION = 10
+
+
+def check_counts(settings: Settings, url: str, keys: list[str], config: ValidationConfig | None = None,
+                 *, require_loaded: bool = True) -> dict[str, Any]:
+    """Each partition holds exactly the rows and documents its ledger records, and every scanned file is
+    either loaded or quarantined: proves nothing was lost or added between the ledger and ``documents``."""
+    cfg = config or ValidationConfig()
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        rows = conn.execute(sql.SQL(
+            "WITH k AS (SELECT DISTINCT unnest(%s::text[]) AS partition_key), "
+            "own AS (SELECT pr.partition_key, count(*) AS owned, count(d.id) AS present, "
+            "  count(DISTINCT (pr.doc_type, pr.source_name, pr.document_path)) FILTER (WHERE d.id IS NOT NULL) AS docs, "
+            "  count(DISTINCT (pr.source_name, pr.source_file)) FILTER (WHERE d.id IS NOT NULL) AS files "
+            "  FROM {s}.partition_rows pr LEFT JOIN documents d ON d.id = pr.document_id "
+            "  WHERE pr.partition_key = ANY(%s) GROUP BY pr.partition_key), "
+            "f AS (SELECT pf.partition_key, count(*) AS scanned, count(q.rel_path) AS quarantined "
+            "  FROM {s}.partition_files pf LEFT JOIN {s}.quarantine q ON q.partition_key = pf.partition_key "
+            "  AND q.source_name = pf.source_name AND q.rel_path = pf.rel_path "
+            "  WHERE pf.partition_key = ANY(%s) GROUP BY pf.partition_key) "
+            "SELECT k.partition_key, ps.checksum IS NOT NULL, ps.documents, ps.chunks, ps.files, "
+            "  coalesce(own.owned, 0), coalesce(own.present, 0), coalesce(own.docs, 0), coalesce(own.files, 0), "
+            "  sc.checksum IS NOT DISTINCT FROM ps.checksum, coalesce(f.scanned, 0), coalesce(f.quarantined, 0) "
+            "FROM k LEFT JOIN {s}.partition_state ps ON ps.partition_key = k.partition_key "
+            "LEFT JOIN own ON own.partition_key = k.partition_key "
+            "LEFT JOIN {s}.partition_scans sc ON sc.partition_key = k.partition_key "
+            "LEFT JOIN f ON f.partition_key = k.partition_key ORDER BY 1").format(s=s),
+            (keys, keys, keys)).fetchall()
+        missing = conn.execute(sql.SQL(
+            "SELECT partition_key, doc_type, source_name, doc_path, source_file FROM ("
+            "  SELECT pr.*, row_number() OVER (PARTITION BY pr.partition_key ORDER BY pr.doc_path) AS rn "
+            "  FROM {s}.partition_rows pr WHERE pr.partition_key = ANY(%s) "
+            "  AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.id = pr.document_id)) x "
+            "WHERE rn <= %s ORDER BY 1, 4").format(s=s), (keys, MISSING_ROWS_PER_PARTITION)).fetchall()
+        quarantined = conn.execute(sql.SQL(
+            "SELECT partition_key, doc_type, rel_path, stage, reason FROM {}.quarantine "
+            "WHERE partition_key = ANY(%s) ORDER BY partition_key, rel_path").format(s), (keys,)).fetchall()
+    missing_by: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for m in missing:
+        missing_by[m[0]].append({"doc_type": m[1], "source_name": m[2], "doc_path": m[3], "source_file": m[4]})
+
+    findings: list[dict[str, Any]] = []
+    loaded = 0
+    for key, has_state, documents, chunks, files, owned, present, docs, files_loaded, scan_current, scanned, quar in rows:
+        if not has_state:
+            if require_loaded:
+                findings.append({"partition": key, "problem": "partition has never been loaded",
+                                 "expected_rows": None, "rows_in_documents": present})
+            continue
+        loaded += 1
+        problems: list[str] = []
+        if present != owned:
+            problems.append(f"{owned - present} of {owned} owned rows missing from documents")
+        if chunks != owned:
+            problems.append(f"ledger records {chunks} rows, the partition owns {owned}")
+        if documents != docs:
+            problems.append(f"ledger records {documents} documents, {docs} present")
+        if scan_current and scanned - quar != files_loaded:
+            problems.append(f"{scanned} files scanned - {quar} quarantined = {scanned - quar}, "
+                            f"but {files_loaded} files have rows")
+        if problems:
+            findings.append({"partition": key, "problem": "; ".join(problems), "expected_rows": chunks,
+                             "ledger_rows": owned, "rows_in_documents": present, "expected_documents": documents,
+                             "documents_present": docs, "files_scanned": scanned, "files_quarantined": quar,
+                             "files_loaded": files_loaded, "missing_rows": missing_by.get(key, [])})
+    bad = [f["partition"] for f in findings]
+    if findings:
+        first = findings[0]
+        message = (f"{plural(len(findings), 'partition')} disagree with the ledger ({first['partition']}: "
+                   f"{first['problem']}): run `doc-migrate validate --repair` to reload "
+                   f"{', '.join(bad[:5])}{'…' if len(bad) > 5 else ''}")
+    else:
+        message = (f"{plural(loaded, 'partition')}: every ledger row is in documents, every scanned file is "
+                   f"loaded or quarantined ({len(quarantined)} quarantined)")
+    result = check_result("counts", passed=not findings, severity=ERROR, message=message, findings=findings,
+                          cap=cfg.max_findings, partitions=bad, partitions_checked=loaded)
+    result["quarantined"] = [{"partition": q[0], "doc_type": q[1], "path": q[2], "stage": q[3], "reason": q[4]}
+                             for q in quarantined[: cfg.max_findings]]
+    result["total_quarantined"] = len(quarantined)
+    result["mismatches"] = result["findings"]  # name kept from the first version of this check
+    return result
+
+
+def check_checksums(settings: Settings, url: str, keys: list[str],
+                    config: ValidationConfig | None = None) -> dict[str, Any]:
+    """sha256(content) of every row equals the hash recorded when it was loaded: proves no row was
+    truncated, re-encoded or edited behind the pipeline's back."""
+    cfg = config or ValidationConfig()
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        total = conn.execute(sql.SQL(
+            "SELECT count(*) FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
+            "WHERE pr.partition_key = ANY(%s)").format(s=s), (keys,)).fetchone()
+        bad = conn.execute(sql.SQL(
+            "SELECT pr.partition_key, d.doc_type, d.source_name, d.doc_path, pr.source_file, length(d.content), "
+            "  encode(pr.text_sha, 'hex'), encode(sha256(convert_to(d.content, 'UTF8')), 'hex') "
+            "FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
+            "WHERE pr.partition_key = ANY(%s) AND sha256(convert_to(d.content, 'UTF8')) <> pr.text_sha "
+            "ORDER BY 1, 2, 3, 4").format(s=s), (keys,)).fetchall()
+    findings = [{"partition": b[0], "doc_type": b[1], "source_name": b[2], "doc_path": b[3], "source_file": b[4],
+                 "content_chars": b[5], "expected_sha256": b[6], "actual_sha256": b[7]} for b in bad]
+    parts = sorted({f["partition"] for f in findings})
+    checked = int(total[0]) if total else 0
+    if findings:
+        message = (f"{plural(len(findings), 'row')} changed since load (e.g. {findings[0]['doc_type']}/"
+                   f"{findings[0]['doc_path']}): run `doc-migrate validate --repair` to reload "
+                   f"{', '.join(parts[:5])}{'…' if len(parts) > 5 else ''}")
+    else:
+        message = f"{plural(checked, 'row')}: content matches the sha256 recorded at load"
+    return check_result("checksums", passed=not findings, severity=ERROR, message=message, findings=findings,
+                        cap=cfg.max_findings, partitions=parts, rows_checked=checked)
+
+
+def check_source_drift(settings: Settings, url: str, keys: list[str], manifest: Manifest | None,
+                       config: ValidationConfig | None = None) -> dict[str, Any]:
+    """Re-hash the migrated source files on disk and compare with the sha256 stored in their rows: proves
+    the database still reflects the sources (a WARN: the next ``full`` run picks the changes up)."""
+    cfg = config or ValidationConfig()
+    s = sql.Identifier(settings.pipeline_schema)
+    roots = source_roots(manifest)
+    with connection(url) as conn:
+        loaded = conn.execute(sql.SQL(
+            "SELECT pr.partition_key, pr.doc_type, pr.source_name, pr.source_file, "
+            "  array_agg(DISTINCT coalesce(d.metadata->>'source_sha256', '')) "
+            "FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
+            "WHERE pr.partition_key = ANY(%s) GROUP BY 1, 2, 3, 4 ORDER BY 1, 3, 4").format(s=s), (keys,)).fetchall()
+        scanned = conn.execute(sql.SQL(
+            "SELECT partition_key, source_name, rel_path FROM {}.partition_files WHERE partition_key = ANY(%s)"
+        ).format(s), (keys,)).fetchall()
+    findings: list[dict[str, Any]] = []
+    hashed = 0
+    seen: set[tuple[str, str]] = set()
+    for key, doc_type, source_name, source_file, recorded in loaded:
+        root = roots.get((source_name, doc_type))
+        if root is None:  # a legacy database source or a source no longer in the manifest
+            continue
+        seen.add((source_name, source_file))
+        recorded = [r for r in recorded if r]
+        current = sha256_file(root / source_file)
+        hashed += 1
+        base = {"partition": key, "doc_type": doc_type, "source_name": source_name, "path": source_file}
+        if current is None:
+            findings.append({**base, "problem": "deleted from disk (its rows are still served)"})
+        elif not recorded:
+            findings.append({**base, "problem": "rows carry no source_sha256"})
+        elif current not in recorded or len(recorded) > 1:
+            findings.append({**base, "problem": "changed on disk since it was migrated",
+                             "recorded_sha256": recorded[0], "current_sha256": current})
+    seen.update((r[1], r[2]) for r in scanned)
+    new_files = 0
+    if manifest is not None:
+        for item in discover(manifest, set(keys)):
+            if (item.source_name, item.rel_path) not in seen and item.refusal is None:
+                new_files += 1
+                findings.append({"partition": item.partition, "doc_type": item.doc_type,
+                                 "source_name": item.source_name, "path": item.rel_path,
+                                 "problem": "new file on disk, not migrated yet"})
+    parts = sorted({f["partition"] for f in findings})
+    if findings:
+        message = (f"{plural(len(findings), 'source file')} drifted from the database (e.g. {findings[0]['path']}: "
+                   f"{findings[0]['problem']}): run `doc-migrate full` to pick the changes up")
+    else:
+        message = f"{plural(hashed, 'source file')} re-hashed: all match the sha256 recorded in their rows"
+    return check_result("source_drift", passed=not findings, severity=WARN, message=message, findings=findings,
+                        cap=cfg.max_findings, partitions=parts, files_hashed=hashed, new_files=new_files)
+
+
+def check_embeddings(settings: Settings, url: str, keys: list[str],
+                     config: ValidationConfig | None = None) -> dict[str, Any]:
+    """No NULL, wrong-dimension, non-finite or zero vectors among the partitions' rows: every row can be
+    found by a vector search (pgvector rejects NaN/Inf on input; the check also holds for altered columns)."""
+    cfg = config or ValidationConfig()
+    s = sql.Identifier(settings.pipeline_schema)
+    dims = settings.embedding_dims
+    with connection(url) as conn:
+        bad = conn.execute(sql.SQL(
+            "SELECT pr.partition_key, d.doc_type, d.source_name, d.doc_path, CASE "
+            "  WHEN d.embedding IS NULL THEN 'NULL embedding' "
+            "  WHEN vector_dims(d.embedding) <> %s THEN 'dimension ' || vector_dims(d.embedding) || ', expected ' || %s "
+            "  WHEN vector_norm(d.embedding) = 'NaN'::float8 OR vector_norm(d.embedding) = 'Infinity'::float8 "
+            "    THEN 'non-finite values' "
+            "  WHEN vector_norm(d.embedding) = 0 THEN 'zero vector' END AS problem "
+            "FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
+            "WHERE pr.partition_key = ANY(%s) AND (d.embedding IS NULL OR vector_dims(d.embedding) <> %s "
+            "  OR NOT (vector_norm(d.embedding) > 0 AND vector_norm(d.embedding) < 'Infinity'::float8)) "
+            "ORDER BY 1, 2, 3, 4").format(s=s), (dims, dims, keys, dims)).fetchall()
+    findings = [{"partition": b[0], "doc_type": b[1], "source_name": b[2], "doc_path": b[3], "problem": b[4]}
+                for b in bad]
+    parts = sorted({f["partition"] for f in findings})
+    if findings:
+        message = (f"{plural(len(findings), 'row')} cannot be searched ({findings[0]['doc_path']}: "
+                   f"{findings[0]['problem']}): run `doc-migrate validate --repair` to re-embed "
+                   f"{', '.join(parts[:5])}{'…' if len(parts) > 5 else ''}")
+    else:
+        message = f"every vector has {dims} finite dimensions and a non-zero norm"
+    result = check_result("embeddings", passed=not findings, severity=ERROR, message=message, findings=findings,
+                          cap=cfg.max_findings, partitions=parts, dims=dims)
+    result["problems"] = result["findings"]  # name kept from the first version of this check
+    return result
+
+
+def _orphan_rows(settings: Settings, url: str, limit: int | None) -> tuple[int, int, list[tuple[Any, ...]]]:
+    """(orphans, managed orphans, rows); ``managed`` = of a source this pipeline loads (safe to delete)."""
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        counts = conn.execute(sql.SQL(
+            "SELECT count(*), count(*) FILTER (WHERE managed) FROM ("
+            "  SELECT EXISTS (SELECT 1 FROM {s}.partition_rows m WHERE m.doc_type = d.doc_type "
+            "    AND m.source_name = d.source_name) OR EXISTS (SELECT 1 FROM document_sources ds "
+            "    WHERE ds.doc_type = d.doc_type AND ds.source_name = d.source_name "
+            "    AND ds.config->>'managed_by' = 'doc_migration') AS managed "
+            "  FROM documents d WHERE NOT EXISTS (SELECT 1 FROM {s}.partition_rows pr WHERE pr.document_id = d.id)) x"
+        ).format(s=s)).fetchone()
+        rows = conn.execute(sql.SQL(
+            "SELECT d.id::text, d.doc_type, d.source_name, d.doc_path, d.created_at, "
+            "  EXISTS (SELECT 1 FROM {s}.partition_rows m WHERE m.doc_type = d.doc_type "
+            "    AND m.source_name = d.source_name) OR EXISTS (SELECT 1 FROM document_sources ds "
+            "    WHERE ds.doc_type = d.doc_type AND ds.source_name = d.source_name "
+            "    AND ds.config->>'managed_by' = 'doc_migration') "
+            "FROM documents d WHERE NOT EXISTS (SELECT 1 FROM {s}.partition_rows pr WHERE pr.document_id = d.id) "
+            "ORDER BY 2, 3, 4 LIMIT %s").format(s=s), (limit,)).fetchall()
+    assert counts is not None
+    return int(counts[0]), int(counts[1]), rows
+
+
+def check_orphans(settings: Settings, url: str, config: ValidationConfig | None = None) -> dict[str, Any]:
+    """Rows in documents no partition owns: stale copies the pipeline will never update or delete. Only
+    orphans of sources this pipeline manages are repaired; others may be the doc-server's own rows."""
+    cfg = config or ValidationConfig()
+    total, managed, rows = _orphan_rows(settings, url, cfg.max_findings)
+    findings = [{"id": r[0], "doc_type": r[1], "source_name": r[2], "doc_path": r[3], "created_at": r[4].isoformat(),
+                 "managed_source": bool(r[5])} for r in rows]
+    if total:
+        message = (f"{plural(total, 'row')} in documents belong to no partition ({managed} of managed sources, "
+                   f"e.g. {findings[0]['doc_type']}/{findings[0]['doc_path']}): "
+                   + ("run `doc-migrate validate --repair` to delete the managed ones" if managed
+                      else "they are not the pipeline's; delete them by hand if they are stale"))
+    else:
+        message = "every row in documents is owned by a partition"
+    result = check_result("orphans", passed=not total, severity=cfg.orphans_severity, message=message,
+                          findings=findings, cap=cfg.max_findings, orphans_managed=managed)
+    result["total_findings"] = total
+    result["truncated"] = total > len(result["findings"])
+    result["orphans"] = result["findings"]  # name kept from the first version of this check
+    return result
+
+
+def rolled_back_partitions(settings: Settings, url: str) -> list[str]:
+    """Partitions whose latest load was rolled back and not loaded again."""
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        rows = conn.execute(sql.SQL(
+            "SELECT DISTINCT l.partition_key FROM {s}.loads l WHERE l.status = 'rolled_back' AND NOT EXISTS ("
+            "SELECT 1 FROM {s}.loads l2 WHERE l2.partition_key = l.partition_key AND l2.load_id > l.load_id "
+            "AND l2.status = 'committed') ORDER BY 1").format(s=s)).fetchall()
+    return [r[0] for r in rows]
+
+
+def check_rolled_back(settings: Settings, url: str, keys: list[str],
+                      config: ValidationConfig | None = None) -> dict[str, Any]:
+    """Partitions left rolled back serve their previous version: a WARN until they are loaded again."""
+    cfg = config or ValidationConfig()
+    wanted = set(keys)
+    parts = [k for k in rolled_back_partitions(settings, url) if k in wanted]
+    findings = [{"partition": k, "problem": "latest load rolled back"} for k in parts]
+    message = (f"{plural(len(parts), 'partition')} rolled back ({', '.join(parts[:5])}): run `doc-migrate full "
+               f"--partition {parts[0]}` to load the current sources again" if parts
+               else "no partition is left rolled back")
+    return check_result("rolled_back", passed=not parts, severity=WARN, message=message, findings=findings,
+                        cap=cfg.max_findings, partitions=[])

@@ -1,0 +1,242 @@
+"""Duplicate content: exact copies (same sha256 under different paths) and near-copies (SimHash).
+
+Duplicates waste tokens and crowd search results with the same passage. They are a WARN: copies
+can be legitimate (a page vendored in two guides). The manifest picks what a repair does:
+``keep_all`` (report only), ``canonical`` (record the copies as ``aliases`` in the canonical row's
+metadata) or ``drop`` (delete the non-canonical rows). Canonical = shortest doc_path, then
+lexicographic. Groups never span doc types: the doc-server filters by doc type, so a copy in
+another doc type is not redundant.
+
+SimHash: 64-bit fingerprint over word shingles; two texts within ``simhash_bits`` differing bits
+are near-duplicates. Candidates come from splitting the fingerprint into ``bits + 1`` bands: two
+fingerprints within k bits agree exactly on at least one of k + 1 bands (pigeonhole), so only
+texts sharing a band value are compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from psycopg import sql
+
+from ..config import Settings
+from ..storage.database import connection
+from .common import WARN, check_result, plural
+from .config import DuplicateConfig, ValidationConfig
+
+_WORD = re.compile(r"\w+")
+_MULT = np.array([0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD6E8FEB86659FD93] * 4,
+                 dtype=np.uint64)
+_BIT = np.arange(64, dtype=np.uint64)
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str
+    partition: str
+    doc_type: str
+    source_name: str
+    doc_path: str
+    source_file: str
+    sha: str
+    aliases: tuple[tuple[str, str], ...] = ()
+
+    def sort_key(self) -> tuple[int, str, str]:
+        return (len(self.doc_path), self.doc_path, self.source_name)
+
+    def ref(self) -> dict[str, str]:
+        return {"partition": self.partition, "source_name": self.source_name, "doc_path": self.doc_path,
+                "source_file": self.source_file}
+
+
+@dataclass
+class Group:
+    kind: str  # "exact" | "near"
+    doc_type: str
+    members: list[Member]
+    distance: int = 0
+    canonical: Member = field(init=False)
+    others: list[Member] = field(init=False)
+
+    def __post_init__(self) -> None:
+        ordered = sorted(self.members, key=Member.sort_key)
+        self.canonical, self.others = ordered[0], ordered[1:]
+
+    @property
+    def aliased(self) -> bool:
+        """The canonical row already lists every copy (the ``canonical`` repair was applied)."""
+        have = set(self.canonical.aliases)
+        return all((m.source_name, m.doc_path) in have for m in self.others)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def simhash(text: str, shingle_words: int = 3, min_words: int = 24) -> int | None:
+    """64-bit SimHash over lower-cased word shingles; None for texts too short to fingerprint reliably."""
+    words = _WORD.findall(text.lower())
+    if len(words) < max(min_words, shingle_words):
+        return None
+    ids = np.fromiter((zlib.crc32(w.encode("utf-8")) for w in words), dtype=np.uint64, count=len(words))
+    m = len(ids) - shingle_words + 1
+    with np.errstate(over="ignore"):
+        h = ids[:m] * _MULT[0]
+        for j in range(1, shingle_words):
+            h = h ^ (ids[j:j + m] * _MULT[j % len(_MULT)])
+    h = _mix(h)
+    counts = ((h[:, None] >> _BIT) & np.uint64(1)).sum(axis=0).astype(np.int64)
+    bits = counts * 2 > m
+    return int(np.sum(np.left_shift(np.uint64(1), _BIT[bits]))) if bits.any() else 0
+
+
+def popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits per uint64 (numpy ≥ 2 has a ufunc; older numpy counts bytes)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+
+
+def near_pairs(fps: list[int], bits: int) -> list[tuple[int, int, int]]:
+    """(i, j, distance) for fingerprints within ``bits`` differing bits, via pigeonhole banding."""
+    if len(fps) < 2:
+        return []
+    arr = np.array(fps, dtype=np.uint64)
+    bands = bits + 1
+    width = 64 // bands
+    found: dict[tuple[int, int], int] = {}
+    for b in range(bands):
+        lo = b * width
+        hi = 64 if b == bands - 1 else lo + width
+        mask = np.uint64(((1 << (hi - lo)) - 1) << lo)
+        buckets: dict[int, list[int]] = defaultdict(list)
+        for i, v in enumerate((arr & mask).tolist()):
+            buckets[v].append(i)
+        for idx in buckets.values():
+            if len(idx) < 2:
+                continue
+            sub = arr[idx]
+            for a in range(len(idx) - 1):
+                dist = popcount(sub[a] ^ sub[a + 1:])
+                for off in np.nonzero(dist <= bits)[0].tolist():
+                    i, j = idx[a], idx[a + 1 + off]
+                    found[(min(i, j), max(i, j))] = int(dist[off])
+    return [(i, j, d) for (i, j), d in sorted(found.items())]
+
+
+def _load(settings: Settings, url: str, keys: list[str]) -> list[tuple[Member, str]]:
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        rows = conn.execute(sql.SQL(
+            "SELECT d.id::text, pr.partition_key, d.doc_type, d.source_name, d.doc_path, pr.source_file, d.content, "
+            "  d.metadata->'aliases' FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
+            "WHERE pr.partition_key = ANY(%s) ORDER BY d.doc_type, d.source_name, d.doc_path").format(s=s),
+            (keys,)).fetchall()
+    out: list[tuple[Member, str]] = []
+    for rid, key, doc_type, source_name, doc_path, source_file, content, aliases in rows:
+        alias_refs: tuple[tuple[str, str], ...] = ()
+        if isinstance(aliases, list):
+            alias_refs = tuple((str(a.get("source_name")), str(a.get("doc_path"))) for a in aliases
+                               if isinstance(a, dict))
+        sha = hashlib.sha256(content.encode("utf-8")).hexdigest()
+        out.append((Member(rid, key, doc_type, source_name, doc_path, source_file, sha, alias_refs), content))
+    return out
+
+
+def find_groups(settings: Settings, url: str, keys: list[str], cfg: DuplicateConfig) -> tuple[list[Group], int]:
+    """All duplicate groups among the partitions' rows (exact first, then near), and the rows scanned."""
+    rows = _load(settings, url, keys)
+    by_sha: dict[tuple[str, str], list[Member]] = defaultdict(list)
+    for m, _ in rows:
+        by_sha[(m.doc_type, m.sha)].append(m)
+    groups = [Group("exact", dt, ms) for (dt, _), ms in sorted(by_sha.items()) if len(ms) > 1]
+
+    # Near-duplicates: one representative per distinct text, fingerprinted, compared within a doc type.
+    reps: dict[str, list[tuple[Member, int]]] = defaultdict(list)
+    seen_sha: set[tuple[str, str]] = set()
+    for m, content in rows:
+        if (m.doc_type, m.sha) in seen_sha:
+            continue
+        seen_sha.add((m.doc_type, m.sha))
+        fp = simhash(content, cfg.shingle_words, cfg.min_words)
+        if fp is not None:
+            reps[m.doc_type].append((m, fp))
+    for doc_type, items in sorted(reps.items()):
+        pairs = near_pairs([fp for _, fp in items], cfg.simhash_bits)
+        if not pairs:
+            continue
+        parent = list(range(len(items)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for i, j, _ in pairs:
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
+        worst: dict[int, int] = defaultdict(int)
+        for i, _, d in pairs:
+            worst[find(i)] = max(worst[find(i)], d)
+        comps: dict[int, list[int]] = defaultdict(list)
+        for i in range(len(items)):
+            comps[find(i)].append(i)
+        for root, idx in sorted(comps.items()):
+            if len(idx) < 2:
+                continue
+            members = [m for i in idx for m in by_sha[(doc_type, items[i][0].sha)]]
+            dist = worst[root]
+            groups.append(Group("near", doc_type, members, dist))
+    return groups, len(rows)
+
+
+def check_duplicates(settings: Settings, url: str, keys: list[str], config: ValidationConfig | None = None
+                     ) -> dict[str, Any]:
+    """Exact and near-duplicate rows per doc type (WARN): what a repair would merge, per the strategy."""
+    cfg = config or ValidationConfig()
+    dcfg = cfg.duplicates
+    groups, scanned = find_groups(settings, url, keys, dcfg)
+    open_groups = [g for g in groups if not (dcfg.strategy == "canonical" and g.aliased)]
+    findings: list[dict[str, Any]] = []
+    for g in open_groups:
+        acts = g.kind == "exact" or dcfg.merge_near
+        if dcfg.strategy == "drop" and acts:
+            action = f"repair deletes {plural(len(g.others), 'row')}"
+        elif dcfg.strategy == "canonical" and acts:
+            action = f"repair records {plural(len(g.others), 'alias')} on the canonical row"
+        else:
+            action = "report only"
+        findings.append({
+            "kind": g.kind, "doc_type": g.doc_type, "size": len(g.members), "distance": g.distance,
+            "canonical": g.canonical.ref(), "duplicates": [m.ref() for m in g.others[:10]],
+            "partitions": sorted({m.partition for m in g.members}), "action": action,
+        })
+    exact = sum(1 for g in open_groups if g.kind == "exact")
+    near = len(open_groups) - exact
+    redundant = sum(len(g.others) for g in open_groups if g.kind == "exact")
+    if open_groups:
+        first = findings[0]
+        hint = {"keep_all": "set validation.duplicates.strategy to canonical or drop and run "
+                            "`doc-migrate validate --repair` to merge them, or remove the copies from the sources",
+                "canonical": "run `doc-migrate validate --repair` to record them as aliases of the canonical rows",
+                "drop": "run `doc-migrate validate --repair` to delete the non-canonical rows"}[dcfg.strategy]
+        message = (f"{plural(exact, 'exact duplicate group')} ({plural(redundant, 'redundant row')}) and "
+                   f"{plural(near, 'near-duplicate group')} (e.g. {first['doc_type']}/{first['canonical']['doc_path']}"
+                   f" = {first['duplicates'][0]['doc_path']}): {hint}")
+    else:
+        message = f"no duplicate content among {plural(scanned, 'row')} (SimHash ≤ {dcfg.simhash_bits} bits)"
+    return check_result("duplicates", passed=not open_groups, severity=WARN, message=message, findings=findings,
+                        cap=cfg.max_findings, partitions=[], rows_scanned=scanned, exact_groups=exact,
+                        near_groups=near, redundant_rows=redundant, strategy=dcfg.strategy,
+                        merge_near=dcfg.merge_near, aliased_groups=len(groups) - len(open_groups))

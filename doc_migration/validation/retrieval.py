@@ -1,0 +1,122 @@
+"""Retrieval smoke test: is every sampled chunk its own nearest neighbour, the way the doc-server searches?
+
+A row whose vector does not belong to its text (swapped, stale, from another model, corrupted) is
+invisible to semantic search even when every other check passes. Sample k chunks per partition
+(deterministic seed), embed their stored content afresh with the configured embedder, run the
+doc-server's query form (``ORDER BY embedding::halfvec(N) <=> $1::halfvec(N)``, which hits the HNSW
+index) and require the chunk itself first. Ties count as hits: a row with identical content, or any
+row at the same distance (the offline embedder ignores case and punctuation, so two texts differing
+only in those have the same vector). Rows embedded by another model than the configured one are
+skipped: a fresh vector could not match them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from psycopg import sql
+
+from ..config import Settings
+from ..embedding.base import Embedder
+from ..embedding.factory import make_embedder
+from ..storage.database import connection
+from .common import ERROR, check_result, plural
+from .config import ValidationConfig
+
+TIE_EPSILON = 1e-4  # halfvec rounding moves a cosine distance by ~2e-5
+
+
+def _exprs(dims: int) -> tuple[sql.Composable, sql.Composable]:
+    """The indexed expression and the query-vector cast, exactly as ensure_vector_index builds the index."""
+    if dims > 2000:
+        return (sql.SQL("d.embedding::halfvec({})").format(sql.Literal(dims)),
+                sql.SQL("%s::halfvec({})").format(sql.Literal(dims)))
+    return sql.SQL("d.embedding"), sql.SQL("%s::vector({})").format(sql.Literal(dims))
+
+
+def check_retrieval(settings: Settings, url: str, keys: list[str], config: ValidationConfig | None = None,
+                    embedder: Embedder | None = None) -> dict[str, Any]:
+    """recall@1 of sampled chunks querying with their own freshly embedded text (ERROR below threshold)."""
+    cfg = config or ValidationConfig()
+    s = sql.Identifier(settings.pipeline_schema)
+    model = settings.model_name
+    k = cfg.retrieval_top_k
+    with connection(url) as conn:
+        sample = conn.execute(sql.SQL(
+            "SELECT partition_key, id, doc_type, doc_path, content, md5 FROM ("
+            "  SELECT pr.partition_key, d.id::text AS id, d.doc_type, d.doc_path, d.content, md5(d.content) AS md5, "
+            "    row_number() OVER (PARTITION BY pr.partition_key ORDER BY md5(d.id::text || %s)) AS rn "
+            "  FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
+            "  WHERE pr.partition_key = ANY(%s) AND d.metadata->>'embedding_model' = %s) x "
+            "WHERE rn <= %s ORDER BY partition_key, doc_path").format(s=s),
+            (f"{cfg.seed}:retrieval", keys, model, cfg.retrieval_per_partition)).fetchall()
+        skipped = conn.execute(sql.SQL(
+            "SELECT count(*) FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
+            "WHERE pr.partition_key = ANY(%s) AND d.metadata->>'embedding_model' IS DISTINCT FROM %s").format(s=s),
+            (keys, model)).fetchone()
+        index_exists = conn.execute(
+            "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'documents_embedding_hnsw'"
+        ).fetchone() is not None
+    if not sample:
+        return check_result("retrieval", passed=True, severity=ERROR, findings=[], cap=cfg.max_findings,
+                            message="no rows to sample (nothing loaded with the configured model)",
+                            sampled=0, recall_at_1=None, recall_at_k=None, skipped_other_model=int(skipped[0])
+                            if skipped else 0, index_exists=index_exists, index_used=None)
+    emb = embedder or make_embedder(settings)
+    vectors = emb.embed([r[4] for r in sample])
+    expr, qcast = _exprs(settings.embedding_dims)
+    top_q = sql.SQL("SELECT d.id::text, d.doc_path, md5(d.content), {e} <=> {q} FROM documents d "
+                    "ORDER BY {e} <=> {q} LIMIT %s").format(e=expr, q=qcast)
+    self_q = sql.SQL("SELECT {e} <=> {q} FROM documents d WHERE d.id = %s").format(e=expr, q=qcast)
+    hits = hits_k = 0
+    findings: list[dict[str, Any]] = []
+    misplaced: list[str] = []
+    index_used: bool | None = None
+    with connection(url) as conn:
+        for (key, rid, doc_type, doc_path, _content, md5), vec in zip(sample, vectors, strict=True):
+            if index_used is None:
+                plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + top_q, (vec, vec, k)).fetchone()
+                index_used = plan is not None and "documents_embedding_hnsw" in json.dumps(plan[0])
+            top = conn.execute(top_q, (vec, vec, k)).fetchall()
+            if not top:
+                continue
+            self_rank = next((i + 1 for i, t in enumerate(top) if t[0] == rid), None)
+            top1 = float(top[0][3]) if top[0][3] is not None else float("nan")
+            if self_rank is not None:
+                self_dist = float(top[self_rank - 1][3]) if top[self_rank - 1][3] is not None else float("nan")
+            else:
+                row = conn.execute(self_q, (vec, rid)).fetchone()
+                self_dist = float(row[0]) if row and row[0] is not None else float("nan")
+            tie = self_dist - top1 <= TIE_EPSILON  # False when either is NaN (a zero vector)
+            hit1 = top[0][0] == rid or top[0][2] == md5 or tie
+            if hit1:
+                hits += 1
+            if hit1 or self_rank is not None or any(t[2] == md5 for t in top):
+                hits_k += 1
+            if not hit1:
+                misplaced.append(rid)
+                findings.append({"partition": key, "doc_type": doc_type, "doc_path": doc_path, "rank": self_rank,
+                                 "top1_doc_path": top[0][1], "top1_distance": round(top1, 6),
+                                 "self_distance": None if self_dist != self_dist else round(self_dist, 6)})
+    n = len(sample)
+    recall1, recallk = hits / n, hits_k / n
+    passed = recall1 >= cfg.min_recall_at_1
+    parts = sorted({f["partition"] for f in findings})
+    index_note = "" if index_exists else " (no HNSW index: searches scan every row; the next load builds it)"
+    if not passed:
+        f0 = findings[0]
+        message = (f"recall@1 {recall1:.4f} ({hits}/{n}) is below {cfg.min_recall_at_1}: "
+                   f"{plural(len(findings), 'sampled row')} not found first by their own text (e.g. {f0['doc_path']} "
+                   f"→ {f0['top1_doc_path']}); their vectors do not match their text: run `doc-migrate validate "
+                   f"--repair` to re-embed {', '.join(parts[:5])}{'…' if len(parts) > 5 else ''}{index_note}")
+    else:
+        message = (f"recall@1 {recall1:.4f} ({hits}/{n} sampled rows found first by their own text), "
+                   f"recall@{k} {recallk:.4f}{index_note}")
+    return check_result("retrieval", passed=passed, severity=ERROR, message=message, findings=findings,
+                        cap=cfg.max_findings, partitions=parts if not passed else [], sampled=n,
+                        recall_at_1=round(recall1, 6), recall_at_k=round(recallk, 6), top_k=k,
+                        threshold=cfg.min_recall_at_1, skipped_other_model=int(skipped[0]) if skipped else 0,
+                        index_exists=index_exists, index_used=index_used, misplaced_ids=misplaced,
+                        sample_digest=hashlib.sha256("".join(r[1] for r in sample).encode()).hexdigest()[:16])
