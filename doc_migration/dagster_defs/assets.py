@@ -32,6 +32,12 @@ OWNERS = ["team:doc-platform"]
 GROUP = "doc_migration"
 CODE_VERSION = "1"
 
+
+def k8s_resources(cpu: str, memory: str) -> dict[str, Any]:
+    """Per-step pod size under the k8s executor (ignored by other executors)."""
+    return {"dagster-k8s/config": {"container_config": {"resources": {
+        "requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}}}}}
+
 T = TypeVar("T")
 
 
@@ -80,7 +86,7 @@ def source_manifest(context: AssetExecutionContext, migration: MigrationResource
 
 @dg.asset(
     deps=[source_manifest], partitions_def=PARTITIONS, backfill_policy=POLICY, group_name=GROUP, owners=OWNERS,
-    code_version=CODE_VERSION, kinds={"python", "postgres"},
+    code_version=CODE_VERSION, kinds={"python", "postgres"}, op_tags=k8s_resources("2", "3Gi"),
     description="Changed partitions parsed and chunked (cl100k tokens) into the pipeline's staging tables; "
                 "bad files are quarantined with a reason.",
 )
@@ -105,7 +111,7 @@ def parsed_docs(context: AssetExecutionContext, migration: MigrationResource) ->
 
 @dg.asset(
     deps=[parsed_docs], partitions_def=PARTITIONS, backfill_policy=POLICY, group_name=GROUP, owners=OWNERS,
-    code_version=CODE_VERSION, kinds={"openai", "postgres"}, pool="embeddings",
+    code_version=CODE_VERSION, kinds={"openai", "postgres"}, pool="embeddings", op_tags=k8s_resources("1", "2Gi"),
     description="Vectors for every staged chunk, from the embedding cache or the configured embedder.",
 )
 def embeddings(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
