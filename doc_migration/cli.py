@@ -249,15 +249,47 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from .validation.html import render_html
+    from .validation.repair import apply_repair, plan_repair
     from .validation.report import build_report
 
     settings, manifest = _settings(args)
     url = _database(settings)
-    report = build_report(settings, url, manifest.partition_keys(), None)
-    human = [f"validation: {'PASSED' if report['passed'] else 'FAILED'}; errors {report['errors']}, "
-             f"warnings {report['warnings']}; {report['totals']['rows']} rows"]
+    keys = manifest.partition_keys()
+    report = build_report(settings, url, keys, None, manifest=manifest)
+    repairs: list[dict[str, Any]] = []
+    if getattr(args, "repair", False):
+        # plan -> apply -> full on the reset partitions -> re-validate; a second pass merges duplicates
+        # that sat in reloaded partitions (a reload restores every row of its sources).
+        for _ in range(2):
+            plan = plan_repair(report)
+            if plan.is_empty():
+                break
+            _confirm(args, f"Repair: reset and reload {len(plan.partitions)} partition(s) {plan.partitions[:10]}, "
+                           f"delete {plan.orphans_expected} orphan row(s), apply '{plan.duplicate_strategy}' to "
+                           f"{plan.duplicate_groups_expected} duplicate group(s)")
+            applied = apply_repair(settings, url, plan)
+            repairs.append({"plan": plan.as_dict(), "applied": applied})
+            if applied["partitions_to_materialize"]:
+                code = cmd_full(argparse.Namespace(**{
+                    **vars(args), "partition": applied["partitions_to_materialize"], "doc_type": None,
+                    "dry_run": False, "parallel": getattr(args, "parallel", 1), "json": False}))
+                if code != EXIT_OK:
+                    return code
+            report = build_report(settings, url, keys, None, manifest=manifest)
+        report["repairs"] = repairs
+    folder = settings.home / "reports"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    (folder / f"validation-cli-{stamp}.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    (folder / f"validation-cli-{stamp}.html").write_text(render_html(report), encoding="utf-8")
+    human = [(f"validation: {'PASSED' if report['passed'] else 'FAILED'}; errors {report['errors']}, "
+              f"warnings {report['warnings']}; {report['totals']['rows']} rows; "
+              f"report {folder}/validation-cli-{stamp}.html")]
     for name, check in report["checks"].items():
-        human.append(f"  {name}: {'ok' if check['passed'] else 'FAILED'}")
+        human.append(f"  {name}: {'ok' if check['passed'] else check['severity']}: {check['message']}")
+    for r in repairs:
+        human.append(f"  repaired: {r['applied']}")
     _emit(args, report, "\n".join(human))
     return EXIT_OK if report["passed"] else EXIT_VALIDATION
 
@@ -376,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.set_defaults(func=cmd_plan)
 
     validate = sub.add_parser("validate", parents=[common], help="run the validation checks without migrating")
+    validate.add_argument("--repair", action="store_true",
+                          help="reset and reload failing partitions, delete orphans, merge duplicates per the manifest")
+    validate.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    validate.add_argument("--parallel", type=int, default=max(1, min(4, os.cpu_count() or 1)), metavar="N",
+                          help="parser processes for the reload (default: cores, at most 4)")
     validate.set_defaults(func=cmd_validate)
 
     rollback = sub.add_parser("rollback", parents=[common],

@@ -63,6 +63,7 @@ class Manifest:
     chunking: ChunkingConfig = ChunkingConfig()
     limits: ParseLimits = ParseLimits()
     doc_types_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)  # raw `validation:` (see validation/config.py)
 
     def doc_types(self) -> list[str]:
         """Every doc type the manifest can produce (folder-named ones are listed from disk)."""
@@ -239,8 +240,11 @@ def load_manifest(path: Path) -> Manifest:
     doc_types_meta = raw.get("doc_types") or {}
     if not isinstance(doc_types_meta, dict):
         raise ConfigError(f"{path}: 'doc_types' must be a mapping of doc type to settings")
+    from .validation.config import parse_validation_config
+
+    parse_validation_config(raw, str(path))  # a typo in validation:/required_metadata fails here (exit 2)
     return Manifest(path=path, sources=tuple(sources), shards=shards, chunking=chunking, limits=limits,
-                    doc_types_meta=doc_types_meta)
+                    doc_types_meta=doc_types_meta, validation=dict(raw.get("validation") or {}))
 
 
 @dataclass(frozen=True)

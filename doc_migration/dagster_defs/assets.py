@@ -22,6 +22,7 @@ from ..pipeline.parse import stage_partition
 from ..pipeline.scan import record_scans, scan
 from ..storage import ledger
 from ..storage.database import ensure_vector_index
+from ..validation.html import render_html
 from ..validation.report import build_report
 from .partitions import build_partitions
 from .resources import MigrationResource
@@ -168,19 +169,33 @@ def loaded_rows(context: AssetExecutionContext, migration: MigrationResource) ->
 @dg.asset(
     deps=[loaded_rows], partitions_def=PARTITIONS, backfill_policy=POLICY, group_name=GROUP, owners=OWNERS,
     code_version=CODE_VERSION, kinds={"python", "html"},
-    description="Validation of the run's partitions against the ledger, written as JSON for operators.",
+    description="Validation of the run's partitions (counts, checksums, vectors, schema, retrieval, duplicates, "
+                "links, orphans, drift), written as JSON and as one self-contained HTML page for operators.",
 )
 def validation_report(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
-    report = build_report(migration.settings, migration.url, list(context.partition_keys), context.run_id)
-    path = migration.settings.home / "reports" / f"validation-{context.run_id}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    report = build_report(migration.settings, migration.url, list(context.partition_keys), context.run_id,
+                          embedder=migration.embedder, manifest=migration.manifest)
+    folder = migration.settings.home / "reports"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"validation-{context.run_id}.json"
+    html_path = folder / f"validation-{context.run_id}.html"
     path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-    return dg.MaterializeResult(metadata={
+    html_path.write_text(render_html(report), encoding="utf-8")
+    metadata: dict[str, Any] = {
         "report": dg.MetadataValue.path(str(path)),
+        "html_report": dg.MetadataValue.path(str(html_path)),
         "passed": report["passed"],
         "errors": len(report["errors"]),
+        "warnings": len(report["warnings"]),
+        "failed_checks": dg.MetadataValue.json({"errors": report["errors"], "warnings": report["warnings"]}),
         "rows": report["totals"]["rows"],
-    })
+        "documents": report["totals"]["documents_loaded"],
+        "quarantined": report["totals"]["quarantined"],
+        "seconds": report["seconds"],
+    }
+    if report["totals"].get("recall_at_1") is not None:
+        metadata["recall_at_1"] = float(report["totals"]["recall_at_1"])
+    return dg.MaterializeResult(metadata=metadata)
 
 
 ASSETS = [source_manifest, parsed_docs, embeddings, loaded_rows, validation_report]

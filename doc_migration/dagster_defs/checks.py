@@ -1,35 +1,150 @@
-"""Blocking asset checks: a failed ERROR check stops downstream assets in the same run."""
+"""Asset checks: the validation gates of every migration run.
 
+ERROR checks are ``blocking``: when one fails, the step fails and downstream assets of the same run
+(``validation_report``) do not materialize. WARN checks report without blocking. Checks are
+unpartitioned (per-partition checks are a preview in Dagster 1.13): the ``loaded_rows`` checks
+evaluate every loaded partition of the manifest, with sampling where a full pass would cost
+(schema: ``validation.schema.sample_per_partition`` rows per partition; retrieval:
+``validation.retrieval.per_partition`` fresh embeddings per partition); the ``parsed_docs`` and
+``embeddings`` checks look at what the run staged, before anything is paid for or replaced.
+"""
+
+from typing import Any
 
 import dagster as dg
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
+from psycopg import sql
 
-from ..validation.report import check_counts, check_embeddings, rolled_back_partitions
-from .assets import PARTITIONS, loaded_rows
+from ..storage.database import connection
+from ..validation.checks import check_staged_chunks, check_staged_embeddings, rolled_back_partitions
+from ..validation.common import ERROR, timed
+from ..validation.config import ValidationConfig, load_validation_config
+from ..validation.report import run_check
+from .assets import PARTITIONS, embeddings, loaded_rows, parsed_docs
 from .resources import MigrationResource
 
+MAX_FINDINGS_IN_METADATA = 20
+RANGE_START, RANGE_END, PARTITION = ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG, PARTITION_NAME_TAG
 
-def _all_loaded_keys() -> list[str]:
-    return list(PARTITIONS.get_partition_keys())
+
+def _config(migration: MigrationResource) -> ValidationConfig:
+    return load_validation_config(migration.settings.sources_path)
+
+
+def _loaded_keys(migration: MigrationResource) -> list[str]:
+    """Partitions of this code location that have been loaded at least once."""
+    s = sql.Identifier(migration.settings.pipeline_schema)
+    with connection(migration.url) as conn:
+        loaded = {r[0] for r in conn.execute(sql.SQL("SELECT partition_key FROM {}.partition_state").format(s))}
+    return [k for k in PARTITIONS.get_partition_keys() if k in loaded]
+
+
+def _run_keys(context: dg.AssetCheckExecutionContext) -> list[str] | None:
+    """The run's partitions from its tags (single key or range), None for an unpartitioned run."""
+    try:
+        tags = context.run.tags
+    except Exception:  # invoked directly (tests, notebooks): no run, check everything staged
+        return None
+    keys = list(PARTITIONS.get_partition_keys())
+    if tags.get(PARTITION) in keys:
+        return [tags[PARTITION]]
+    start, end = tags.get(RANGE_START), tags.get(RANGE_END)
+    if start in keys and end in keys:
+        return keys[keys.index(start): keys.index(end) + 1]
+    return None
+
+
+def _result(result: dict[str, Any], **extra: Any) -> dg.AssetCheckResult:
+    """A check's dict as an AssetCheckResult: the message is the description, scalars become metadata."""
+    metadata: dict[str, Any] = {
+        "message": result["message"],
+        "total_findings": result["total_findings"],
+        "findings": dg.MetadataValue.json(result["findings"][:MAX_FINDINGS_IN_METADATA]),
+        "seconds": result.get("seconds", 0.0),
+    }
+    if result.get("partitions"):
+        metadata["partitions_to_repair"] = dg.MetadataValue.json(result["partitions"])
+    skip = {"name", "passed", "severity", "message", "findings", "total_findings", "partitions", "seconds"}
+    for key, value in result.items():
+        if key not in skip and isinstance(value, bool | int | float | str) and value is not None:
+            metadata[key] = value
+    metadata.update(extra)
+    severity = dg.AssetCheckSeverity.ERROR if result["severity"] == ERROR else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(passed=bool(result["passed"]), severity=severity,
+                               description=str(result["message"])[:1000], metadata=metadata)
+
+
+def _loaded_check(name: str, migration: MigrationResource) -> dg.AssetCheckResult:
+    keys = _loaded_keys(migration)
+    result = run_check(name, migration.settings, migration.url, keys, config=_config(migration),
+                       manifest=migration.manifest, embedder=migration.embedder if name == "retrieval" else None,
+                       require_loaded=False)
+    return _result(result, partitions_checked=len(keys))
 
 
 @dg.asset_check(asset=loaded_rows, blocking=True,
-                description="Every loaded partition owns exactly the rows its ledger records, all present.")
+                description="Every loaded partition owns exactly the rows and documents its ledger records, all "
+                            "present in documents; every scanned file is loaded or quarantined.")
 def rows_match_ledger(migration: MigrationResource) -> dg.AssetCheckResult:
-    result = check_counts(migration.settings, migration.url, _all_loaded_keys())
-    return dg.AssetCheckResult(
-        passed=result["passed"], severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"partitions_checked": result["partitions_checked"],
-                  "mismatches": dg.MetadataValue.json(result["mismatches"][:50])})
+    return _loaded_check("counts", migration)
+
+
+@dg.asset_check(asset=loaded_rows, blocking=True,
+                description="sha256 of every row's content equals the hash recorded at load (no truncated or "
+                            "edited rows).")
+def content_matches_checksums(migration: MigrationResource) -> dg.AssetCheckResult:
+    return _loaded_check("checksums", migration)
 
 
 @dg.asset_check(asset=loaded_rows, blocking=True,
                 description="No NULL, wrong-dimension, NaN/Inf or zero embeddings among the pipeline's rows.")
 def embeddings_well_formed(migration: MigrationResource) -> dg.AssetCheckResult:
-    result = check_embeddings(migration.settings, migration.url, _all_loaded_keys())
-    return dg.AssetCheckResult(
-        passed=result["passed"], severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"dims": migration.settings.embedding_dims, "problems": dg.MetadataValue.json(result["problems"])})
+    return _loaded_check("embeddings", migration)
 
+
+@dg.asset_check(asset=loaded_rows, blocking=True,
+                description="Sampled rows conform to their doc type's pandera schema: types, token limits, vector "
+                            "dims and unit norm, required metadata.")
+def rows_conform_to_schema(migration: MigrationResource) -> dg.AssetCheckResult:
+    return _loaded_check("schema", migration)
+
+
+@dg.asset_check(asset=loaded_rows, blocking=True,
+                description="Sampled chunks, embedded afresh, find themselves first through the HNSW (halfvec) "
+                            "query form; fails below the configured recall@1.")
+def retrieval_smoke_test(migration: MigrationResource) -> dg.AssetCheckResult:
+    return _loaded_check("retrieval", migration)
+
+
+@dg.asset_check(asset=loaded_rows, blocking=False,
+                description="Exact (sha256) and near (SimHash) duplicate content per doc type (WARN).")
+def no_duplicate_content(migration: MigrationResource) -> dg.AssetCheckResult:
+    return _loaded_check("duplicates", migration)
+
+
+@dg.asset_check(asset=loaded_rows, blocking=False,
+                description="Links between corpus documents (Markdown, RST :doc:, HTML, OpenAPI $ref) lead to "
+                            "migrated documents (WARN).")
+def cross_references_resolve(migration: MigrationResource) -> dg.AssetCheckResult:
+    return _loaded_check("links", migration)
+
+
+@dg.asset_check(asset=loaded_rows, blocking=True,
+                description="No row in documents outside every partition's ownership (WARN, or ERROR when "
+                            "validation.orphans.severity says so; only ERROR blocks).")
+def no_orphan_rows(migration: MigrationResource) -> dg.AssetCheckResult:
+    return _loaded_check("orphans", migration)
+
+
+@dg.asset_check(asset=loaded_rows, blocking=False,
+                description="Source files on disk still hash to the sha256 recorded in their rows (WARN: the next "
+                            "run reloads drifted files).")
+def sources_unchanged(migration: MigrationResource) -> dg.AssetCheckResult:
+    return _loaded_check("source_drift", migration)
 
 
 @dg.asset_check(asset=loaded_rows, name="partition_not_rolled_back", blocking=False,
@@ -40,4 +155,26 @@ def partition_not_rolled_back(migration: MigrationResource) -> dg.AssetCheckResu
                                metadata={"rolled_back_partitions": dg.MetadataValue.json(keys)})
 
 
-CHECKS = [rows_match_ledger, embeddings_well_formed, partition_not_rolled_back]
+@dg.asset_check(asset=parsed_docs, blocking=True,
+                description="The run's staged chunks are loadable: non-blank, 1..8191 tokens, hash matches, base "
+                            "metadata present (before any embedding is paid for).")
+def staged_chunks_loadable(context: dg.AssetCheckExecutionContext,
+                           migration: MigrationResource) -> dg.AssetCheckResult:
+    cfg = _config(migration)
+    return _result(timed("staged_chunks", ERROR, lambda: check_staged_chunks(
+        migration.settings, migration.url, _run_keys(context), cfg)))
+
+
+@dg.asset_check(asset=embeddings, blocking=True,
+                description="Every staged chunk of the run has a vector of the configured dims, finite, non-zero, "
+                            "unit length (before rows are replaced).")
+def staged_chunks_embedded(context: dg.AssetCheckExecutionContext,
+                           migration: MigrationResource) -> dg.AssetCheckResult:
+    cfg = _config(migration)
+    return _result(timed("staged_embeddings", ERROR, lambda: check_staged_embeddings(
+        migration.settings, migration.url, _run_keys(context), cfg)))
+
+
+CHECKS = [rows_match_ledger, content_matches_checksums, embeddings_well_formed, rows_conform_to_schema,
+          retrieval_smoke_test, no_duplicate_content, cross_references_resolve, no_orphan_rows, sources_unchanged,
+          partition_not_rolled_back, staged_chunks_loadable, staged_chunks_embedded]

@@ -15,7 +15,9 @@ from ..config import Settings
 from ..manifest import Manifest, discover
 from ..storage.database import connection
 from .common import ERROR, WARN, check_result, plural, sha256_file, source_roots
-from .config import ValidationConfig
+from .config import BASE_REQUIRED, ValidationConfig
+
+BASE_FIELDS = tuple(BASE_REQUIRED)
 
 MISSING_ROWS_PER_PARTITION = 10
 
@@ -61,7 +63,7 @@ def check_counts(settings: Settings, url: str, keys: list[str], config: Validati
 
     findings: list[dict[str, Any]] = []
     loaded = 0
-    for key, has_state, documents, chunks, files, owned, present, docs, files_loaded, scan_current, scanned, quar in rows:
+    for key, has_state, documents, chunks, _files, owned, present, docs, files_loaded, scan_current, scanned, quar in rows:
         if not has_state:
             if require_loaded:
                 findings.append({"partition": key, "problem": "partition has never been loaded",
@@ -84,16 +86,23 @@ def check_counts(settings: Settings, url: str, keys: list[str], config: Validati
                              "documents_present": docs, "files_scanned": scanned, "files_quarantined": quar,
                              "files_loaded": files_loaded, "missing_rows": missing_by.get(key, [])})
     bad = [f["partition"] for f in findings]
-    if findings:
-        first = findings[0]
-        message = (f"{plural(len(findings), 'partition')} disagree with the ledger ({first['partition']}: "
+    never = [f["partition"] for f in findings if f["problem"] == "partition has never been loaded"]
+    broken = [f for f in findings if f["problem"] != "partition has never been loaded"]
+    if broken:
+        first = broken[0]
+        message = (f"ledger mismatch in {plural(len(broken), 'partition')} ({first['partition']}: "
                    f"{first['problem']}): run `doc-migrate validate --repair` to reload "
-                   f"{', '.join(bad[:5])}{'…' if len(bad) > 5 else ''}")
+                   f"{', '.join(f['partition'] for f in broken[:5])}{'…' if len(broken) > 5 else ''}"
+                   + (f"; {plural(len(never), 'partition')} never loaded" if never else ""))
+    elif never:
+        message = (f"{plural(len(never), 'partition')} never loaded: run `doc-migrate full --partition {never[0]}`"
+                   f"{' (and the others)' if len(never) > 1 else ''} or `doc-migrate full`")
     else:
         message = (f"{plural(loaded, 'partition')}: every ledger row is in documents, every scanned file is "
                    f"loaded or quarantined ({len(quarantined)} quarantined)")
     result = check_result("counts", passed=not findings, severity=ERROR, message=message, findings=findings,
-                          cap=cfg.max_findings, partitions=bad, partitions_checked=loaded)
+                          cap=cfg.max_findings, partitions=bad, partitions_checked=loaded,
+                          never_loaded=never)
     result["quarantined"] = [{"partition": q[0], "doc_type": q[1], "path": q[2], "stage": q[3], "reason": q[4]}
                              for q in quarantined[: cfg.max_findings]]
     result["total_quarantined"] = len(quarantined)
@@ -196,7 +205,7 @@ def check_embeddings(settings: Settings, url: str, keys: list[str],
         bad = conn.execute(sql.SQL(
             "SELECT pr.partition_key, d.doc_type, d.source_name, d.doc_path, CASE "
             "  WHEN d.embedding IS NULL THEN 'NULL embedding' "
-            "  WHEN vector_dims(d.embedding) <> %s THEN 'dimension ' || vector_dims(d.embedding) || ', expected ' || %s "
+            "  WHEN vector_dims(d.embedding) <> %s THEN 'dimension ' || vector_dims(d.embedding) || ', expected ' || %s::text "
             "  WHEN vector_norm(d.embedding) = 'NaN'::float8 OR vector_norm(d.embedding) = 'Infinity'::float8 "
             "    THEN 'non-finite values' "
             "  WHEN vector_norm(d.embedding) = 0 THEN 'zero vector' END AS problem "
@@ -251,7 +260,7 @@ def check_orphans(settings: Settings, url: str, config: ValidationConfig | None 
     findings = [{"id": r[0], "doc_type": r[1], "source_name": r[2], "doc_path": r[3], "created_at": r[4].isoformat(),
                  "managed_source": bool(r[5])} for r in rows]
     if total:
-        message = (f"{plural(total, 'row')} in documents belong to no partition ({managed} of managed sources, "
+        message = (f"no partition owns {plural(total, 'row')} in documents ({managed} of managed sources, "
                    f"e.g. {findings[0]['doc_type']}/{findings[0]['doc_path']}): "
                    + ("run `doc-migrate validate --repair` to delete the managed ones" if managed
                       else "they are not the pipeline's; delete them by hand if they are stale"))
@@ -288,3 +297,80 @@ def check_rolled_back(settings: Settings, url: str, keys: list[str],
                else "no partition is left rolled back")
     return check_result("rolled_back", passed=not parts, severity=WARN, message=message, findings=findings,
                         cap=cfg.max_findings, partitions=[])
+
+
+def _staged_keys(conn: Any, s: sql.Identifier, keys: list[str] | None) -> list[str]:
+    rows = conn.execute(sql.SQL("SELECT partition_key FROM {}.staged_partitions ORDER BY 1").format(s)).fetchall()
+    return [r[0] for r in rows if keys is None or r[0] in set(keys)]
+
+
+def check_staged_chunks(settings: Settings, url: str, keys: list[str] | None = None,
+                        config: ValidationConfig | None = None) -> dict[str, Any]:
+    """Staged chunks (parsed, not yet loaded) are loadable: non-blank text, 1..max_tokens tokens, the
+    metadata every row needs, a text hash that matches: catches a parser or chunker bug before any
+    embedding is paid for."""
+    cfg = config or ValidationConfig()
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        staged = _staged_keys(conn, s, keys)
+        rows = conn.execute(sql.SQL(
+            "SELECT partition_key, doc_type, source_name, doc_path, CASE "
+            "  WHEN btrim(content, E' \\t\\r\\n') = '' THEN 'blank content' "
+            "  WHEN token_count IS NULL OR token_count < 1 OR token_count > %s::int THEN 'token_count ' || "
+            "    coalesce(token_count::text, 'NULL') || ' outside 1..' || %s::text "
+            "  WHEN sha256(convert_to(content, 'UTF8')) <> text_sha THEN 'text_sha does not match content' "
+            "  WHEN NOT (metadata ?& %s::text[]) THEN 'metadata lacks one of ' || array_to_string(%s::text[], ', ') END "
+            "FROM {}.staged_chunks WHERE partition_key = ANY(%s::text[]) AND (btrim(content, E' \\t\\r\\n') = '' "
+            "  OR token_count IS NULL OR token_count < 1 OR token_count > %s::int "
+            "  OR sha256(convert_to(content, 'UTF8')) <> text_sha OR NOT (metadata ?& %s::text[])) ORDER BY 1, 2, 3, 4"
+        ).format(s), (cfg.max_tokens, cfg.max_tokens, list(BASE_FIELDS), list(BASE_FIELDS), staged,
+                      cfg.max_tokens, list(BASE_FIELDS))).fetchall()
+        total = conn.execute(sql.SQL("SELECT count(*) FROM {}.staged_chunks WHERE partition_key = ANY(%s)").format(s),
+                             (staged,)).fetchone()
+    findings = [{"partition": r[0], "doc_type": r[1], "source_name": r[2], "doc_path": r[3], "problem": r[4]}
+                for r in rows]
+    parts = sorted({f["partition"] for f in findings})
+    n = int(total[0]) if total else 0
+    message = (f"{plural(len(findings), 'staged chunk')} cannot be loaded (e.g. {findings[0]['doc_path']}: "
+               f"{findings[0]['problem']}): fix the parser or the file, then re-run the partitions" if findings
+               else f"all {plural(n, 'staged chunk')} in {plural(len(staged), 'partition')} loadable")
+    return check_result("staged_chunks", passed=not findings, severity=ERROR, message=message, findings=findings,
+                        cap=cfg.max_findings, partitions=parts, chunks_checked=n, partitions_staged=len(staged))
+
+
+def check_staged_embeddings(settings: Settings, url: str, keys: list[str] | None = None,
+                            config: ValidationConfig | None = None) -> dict[str, Any]:
+    """Every staged chunk has a vector (carried or cached) of the configured dimension, finite and
+    non-zero, unit length for unit-vector models: catches a broken embedder before rows are replaced."""
+    cfg = config or ValidationConfig()
+    s = sql.Identifier(settings.pipeline_schema)
+    unit = settings.model_name in cfg.unit_norm_models
+    with connection(url) as conn:
+        staged = _staged_keys(conn, s, keys)
+        rows = conn.execute(sql.SQL(
+            "WITH v AS (SELECT st.partition_key, st.doc_type, st.source_name, st.doc_path, "
+            "  coalesce(st.carried_embedding, c.embedding) AS e, st.carried_embedding IS NOT NULL AS carried "
+            "  FROM {s}.staged_chunks st LEFT JOIN {s}.embedding_cache c ON c.model = %s AND c.dims = %s "
+            "  AND c.text_sha = st.text_sha WHERE st.partition_key = ANY(%s)) "
+            "SELECT partition_key, doc_type, source_name, doc_path, CASE "
+            "  WHEN e IS NULL THEN 'no vector (not embedded)' "
+            "  WHEN vector_dims(e) <> %s THEN 'dimension ' || vector_dims(e) "
+            "  WHEN NOT (vector_norm(e) > 0 AND vector_norm(e) < 'Infinity'::float8) THEN 'zero or non-finite vector' "
+            "  ELSE 'norm ' || round(vector_norm(e)::numeric, 6) || ', expected 1' END "
+            "FROM v WHERE e IS NULL OR vector_dims(e) <> %s "
+            "  OR NOT (vector_norm(e) > 0 AND vector_norm(e) < 'Infinity'::float8) "
+            "  OR (%s AND NOT carried AND abs(vector_norm(e) - 1) > %s) ORDER BY 1, 2, 3, 4").format(s=s),
+            (settings.model_name, settings.embedding_dims, staged, settings.embedding_dims, settings.embedding_dims,
+             unit, cfg.norm_tolerance)).fetchall()
+        total = conn.execute(sql.SQL("SELECT count(*) FROM {}.staged_chunks WHERE partition_key = ANY(%s)").format(s),
+                             (staged,)).fetchone()
+    findings = [{"partition": r[0], "doc_type": r[1], "source_name": r[2], "doc_path": r[3], "problem": r[4]}
+                for r in rows]
+    parts = sorted({f["partition"] for f in findings})
+    n = int(total[0]) if total else 0
+    message = (f"no usable vector for {plural(len(findings), 'staged chunk')} (e.g. {findings[0]['doc_path']}: "
+               f"{findings[0]['problem']}): check the embedder ({settings.model_name}) and re-run the partitions"
+               if findings else f"well-formed {settings.embedding_dims}-dim vectors for all {plural(n, 'staged chunk')}")
+    return check_result("staged_embeddings", passed=not findings, severity=ERROR, message=message,
+                        findings=findings, cap=cfg.max_findings, partitions=parts, chunks_checked=n,
+                        partitions_staged=len(staged))

@@ -10,7 +10,8 @@ validation:
   schema: {sample_per_partition: 500, norm_tolerance: 0.001, max_tokens: 8191,
            unit_norm_models: [offline-bpe-hash-v1, text-embedding-3-large]}
   retrieval: {per_partition: 5, top_k: 5, min_recall_at_1: 0.99}
-  duplicates: {strategy: keep_all, simhash_bits: 3, shingle_words: 3, min_words: 24, merge_near: false}
+  duplicates: {strategy: keep_all, simhash_bits: 3, shingle_words: 3, min_words: 24, merge_near: false,
+               near: true}
   orphans: {severity: WARN}         # or ERROR
   links: {enabled: true}
 doc_types:
@@ -51,6 +52,7 @@ class DuplicateConfig:
     shingle_words: int = 3
     min_words: int = 24  # SimHash of a handful of words is noise: shorter chunks get exact matching only
     merge_near: bool = False  # apply the strategy to near-duplicates too (exact ones always)
+    near: bool = True  # SimHash costs ~0.25 ms per row in Python: turn off for very large corpora
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def parse_validation_config(raw: dict[str, Any], where: str = "manifest") -> Val
                       {"sample_per_partition", "norm_tolerance", "max_tokens", "unit_norm_models"})
     retr = _section(v.get("retrieval"), f"{w}.retrieval", {"per_partition", "top_k", "min_recall_at_1"})
     dup = _section(v.get("duplicates"), f"{w}.duplicates",
-                   {"strategy", "simhash_bits", "shingle_words", "min_words", "merge_near"})
+                   {"strategy", "simhash_bits", "shingle_words", "min_words", "merge_near", "near"})
     orph = _section(v.get("orphans"), f"{w}.orphans", {"severity"})
     links = _section(v.get("links"), f"{w}.links", {"enabled"})
     d = ValidationConfig()
@@ -117,7 +119,7 @@ def parse_validation_config(raw: dict[str, Any], where: str = "manifest") -> Val
     models = schema.get("unit_norm_models", list(d.unit_norm_models))
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
         raise ConfigError(f"{w}.schema.unit_norm_models must be a list of model names")
-    for key, section in (("merge_near", dup), ("enabled", links)):
+    for key, section in (("merge_near", dup), ("near", dup), ("enabled", links)):
         if key in section and not isinstance(section[key], bool):
             raise ConfigError(f"{w}: '{key}' must be true or false")
 
@@ -156,6 +158,7 @@ def parse_validation_config(raw: dict[str, Any], where: str = "manifest") -> Val
             shingle_words=_num(dup, "shingle_words", d.duplicates.shingle_words, f"{w}.duplicates", 1, 16),
             min_words=_num(dup, "min_words", d.duplicates.min_words, f"{w}.duplicates", 1, 100_000),
             merge_near=bool(dup.get("merge_near", d.duplicates.merge_near)),
+            near=bool(dup.get("near", d.duplicates.near)),
         ),
         orphans_severity=severity,
         links_enabled=bool(links.get("enabled", d.links_enabled)),

@@ -206,7 +206,8 @@ def check_links(settings: Settings, url: str, keys: list[str], manifest: Manifes
         if is_record:
             if not module_path:
                 continue
-            base_dir, base_root, known = posixpath.dirname(posixpath.normpath(module_path)), "/", records.get(source_name, set())
+            base_dir, base_root = posixpath.dirname(posixpath.normpath(module_path)), "/"
+            known = records.get(source_name, set())
         else:
             base_dir, base_root, known = posixpath.dirname(abs_file), norm_path(str(root)), migrated
         seen: set[str] = set()
@@ -220,6 +221,7 @@ def check_links(settings: Settings, url: str, keys: list[str], manifest: Manifes
                     continue
                 seen.add(target)
                 ext = os.path.splitext(path.rstrip("/"))[1].lower()
+                suffixes: tuple[str, ...]
                 if kind == "doc":
                     suffixes = DOC_ROLE_SUFFIXES
                 elif ext in DOC_EXTS:
@@ -275,7 +277,6 @@ def check_links(settings: Settings, url: str, keys: list[str], manifest: Manifes
                              "source_file": source_file, "line": None, "link": ref, "kind": "openapi_ref",
                              "reason": reason})
 
-    parts = sorted({f["partition"] for f in findings})
     checked = stats["resolved"] + stats["dangling"]
     if findings:
         f0 = findings[0]

@@ -147,6 +147,7 @@ def build_report(settings: Settings, url: str, keys: list[str], run_id: str | No
     retrieval = checks.get("retrieval", {})
     return {
         "run_id": run_id,
+        "keys": list(keys),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "passed": not errors,
         "errors": errors,

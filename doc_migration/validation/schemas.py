@@ -10,6 +10,7 @@ per row: the dimension and the norm decide every property checked (NULL, NaN/Inf
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from typing import Any
 
@@ -75,8 +76,8 @@ def row_schema(doc_type: str, settings: Settings, cfg: ValidationConfig) -> pa.D
                                                           error=f"metadata.{name} must be {kind}"),
                                          nullable=False)
     checks = [
-        pa.Check(lambda df: ~df[META + "embedding_model"].isin(units)
-                 | ~np.isfinite(df["embedding_norm"]) | ((df["embedding_norm"] - 1.0).abs() <= tol),
+        pa.Check(lambda df: ~df[META + "embedding_model"].isin(units) | ~np.isfinite(df["embedding_norm"])
+                 | (df["embedding_norm"] <= 0) | ((df["embedding_norm"] - 1.0).abs() <= tol),  # zero: reported above
                  error=f"embedding norm must be 1 ± {tol:g} for a unit-vector model"),
         pa.Check(lambda df: (pd.to_numeric(df[META + "chunk_index"], errors="coerce")
                              < pd.to_numeric(df[META + "chunk_count"], errors="coerce"))
@@ -140,7 +141,9 @@ def check_schema(settings: Settings, url: str, keys: list[str], config: Validati
         required = cfg.required_for(doc_type)
         df = frame(group, required)
         try:
-            row_schema(doc_type, settings, cfg).validate(df, lazy=True)
+            with warnings.catch_warnings():  # pandera's own concat of failure cases warns under pandas 2.x
+                warnings.simplefilter("ignore", FutureWarning)
+                row_schema(doc_type, settings, cfg).validate(df, lazy=True)
             continue
         except pa.errors.SchemaErrors as exc:
             cases = exc.failure_cases
@@ -171,7 +174,7 @@ def check_schema(settings: Settings, url: str, keys: list[str], config: Validati
         message = (f"{plural(len(findings), 'schema failure')} in {len(rows)} sampled rows ({top}): run "
                    f"`doc-migrate validate --repair` to reload {', '.join(parts[:5])}{'…' if len(parts) > 5 else ''}")
     else:
-        message = (f"{plural(len(rows), 'sampled row')} of {plural(len(by_type), 'doc type')} conform "
+        message = (f"all {plural(len(rows), 'sampled row')} of {plural(len(by_type), 'doc type')} conform "
                    "(types, tokens, vectors, required metadata)")
     return check_result("schema", passed=not findings, severity=ERROR, message=message, findings=findings,
                         cap=cfg.max_findings, partitions=parts, rows_sampled=len(rows),
