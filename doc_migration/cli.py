@@ -144,6 +144,7 @@ def cmd_full(args: argparse.Namespace) -> int:
     instance = _dagster_instance(settings)
     job = defs.resolve_job_def("migrate")
     run_ids: list[str] = []
+    failed_steps: list[str] = []
     outcome: dict[str, Any] = {"ok": True, "error": None}
 
     def execute() -> None:
@@ -164,6 +165,8 @@ def cmd_full(args: argparse.Namespace) -> int:
                 )
                 run_ids.append(result.run_id)
                 outcome["ok"] = outcome["ok"] and result.success
+                failed_steps.extend(e.step_key for e in result.all_events
+                                    if e.event_type_value == "STEP_FAILURE" and e.step_key)
         except BaseException as exc:  # re-raised in the main thread
             outcome["error"] = exc
 
@@ -187,13 +190,16 @@ def cmd_full(args: argparse.Namespace) -> int:
     summary = ledger.run_summary(settings, url, run_ids, keys)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["success"] = ok and not summary["failed_partitions"]
+    summary["failed_steps"] = failed_steps  # e.g. a blocking validation check
     human = (
         f"doc-migrate full: run {summary['run_id']}: {summary['documents_loaded']} documents loaded, "
         f"{summary['documents_unchanged']} unchanged, {summary['quarantined']} quarantined; "
         f"{summary['rows_written']} rows written ({summary['rows_inserted']} inserted, {summary['rows_updated']} "
         f"updated, {summary['rows_deleted']} deleted); {summary['chunks_embedded']} chunks embedded "
         f"({summary['embedding_cache_hits']} cache hits, {summary['tokens_sent']} tokens sent); "
-        f"failed partitions: {len(summary['failed_partitions'])}; {summary['seconds']} s"
+        f"failed partitions: {len(summary['failed_partitions'])}"
+        + (f"; failed steps: {', '.join(failed_steps)}" if failed_steps else "")
+        + f"; {summary['seconds']} s"
     )
     for q in summary["quarantined_files"][:50]:
         print(f"quarantined: {q['doc_type']}/{q['path']}: {q['reason']}", file=sys.stderr)
@@ -402,9 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     full.set_defaults(func=cmd_full)
 
     plan = sub.add_parser("plan", parents=[common], help="what a full run would do and cost, without doing it")
-    plan.add_argument("--partition", action="append", metavar="KEY")
-    plan.add_argument("--doc-type", action="append", metavar="TYPE")
-    plan.add_argument("--parallel", type=int, default=1, metavar="N")
+    plan.add_argument("--partition", action="append", metavar="KEY", help="only this partition (repeatable)")
+    plan.add_argument("--doc-type", action="append", metavar="TYPE", help="only this doc type (repeatable)")
+    plan.add_argument("--parallel", type=int, default=1, metavar="N", help="parser processes (default: 1)")
     plan.set_defaults(func=cmd_plan)
 
     validate = sub.add_parser("validate", parents=[common], help="run the validation checks without migrating")
@@ -423,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.set_defaults(func=cmd_rollback)
 
     history = sub.add_parser("history", parents=[common], help="loads and rollbacks, newest first")
-    history.add_argument("--limit", type=int, default=200)
+    history.add_argument("--limit", type=int, default=200, metavar="N", help="at most N events (default: 200)")
     history.set_defaults(func=cmd_history)
 
     status = sub.add_parser("status", parents=[common], help="what is loaded, per partition and in total")

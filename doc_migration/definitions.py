@@ -1,7 +1,7 @@
 """The Dagster code location: ``dagster dev -m doc_migration.definitions`` (or ``-m doc_migration``).
 
 On Kubernetes (``DOC_MIGRATION_EXECUTOR=k8s``, set by the Helm values) every step of a run gets its
-own pod through ``k8s_job_executor``; elsewhere Dagster's default executor is used.
+own pod through ``k8s_job_executor``; elsewhere a run executes in one process.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from .dagster_defs.resources import MigrationResource
 
 def _executor() -> dg.ExecutorDefinition | None:
     if os.environ.get("DOC_MIGRATION_EXECUTOR", "").lower() != "k8s":
-        return None
+        # One process for the whole run: the assets keep their data in PostgreSQL, so a process per
+        # step (Dagster's default) only adds ~5 s of start-up to each of the run's 17 steps.
+        return dg.in_process_executor
     from dagster_k8s import k8s_job_executor
 
     return k8s_job_executor

@@ -43,8 +43,9 @@ def file_sha256(path: str, max_bytes: int) -> tuple[str | None, str | None]:
 
 def config_fingerprint(settings: Settings, manifest: Manifest) -> str:
     sources = [(s.source_name, s.format, json.dumps(s.metadata, sort_keys=True, default=str)) for s in manifest.sources]
+    # Limits are included so that raising, e.g., parse_timeout_s re-parses the files it refused.
     return json.dumps([PIPELINE_VERSION, manifest.fingerprint(), settings.model_name, settings.embedding_dims,
-                       sources], sort_keys=True)
+                       sources, manifest.limits.__dict__], sort_keys=True, default=str)
 
 
 def partition_checksum(fingerprint: str, entries: list[tuple[str, str, str]]) -> str:

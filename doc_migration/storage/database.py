@@ -7,6 +7,7 @@ transaction behind, and every error message that leaves this module is scrubbed 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,8 +67,12 @@ def connect(url: str, *, autocommit: bool = False, statement_timeout_ms: int = 0
         conn = psycopg.connect(url, autocommit=autocommit, options=options, connect_timeout=30)
     except psycopg.OperationalError as exc:
         message = describe_error(exc)
-        cls = DatabaseError if "password authentication failed" in message or "does not exist" in message \
-            else DatabaseUnavailable
+        # A retry cannot fix these (exit 2); anything else (refused, timeout, starting up, an SSL
+        # connection reset) may be transient (DatabaseUnavailable, exit 5).
+        permanent = ("password authentication failed", "does not exist", "no pg_hba.conf entry",
+                     "certificate verify failed", "server does not support SSL", "invalid sslmode value",
+                     "invalid connection option", "permission denied")
+        cls = DatabaseError if any(p in message for p in permanent) else DatabaseUnavailable
         raise cls(f"cannot connect to the target database: {message}") from None
     try:
         register_vector(conn)
@@ -155,11 +160,21 @@ def migrate(settings: Settings, url: str) -> dict[str, object]:
                 f"documents.embedding is vector({dims}) in the target database but the configured dimension is "
                 f"{settings.embedding_dims}: set DOC_MIGRATION_EMBEDDING_DIMS={dims} or migrate into a new database"
             )
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        conn.execute(sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {}.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
-            "checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-        ).format(sql.Identifier(schema)))
+        # Only when absent: CREATE SCHEMA IF NOT EXISTS checks the database's CREATE privilege first,
+        # which a least-privilege migration role does not have (docs/operations.md#least-privilege-role).
+        try:
+            if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None:
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            if conn.execute("SELECT to_regclass(%s)", (f"{schema}.schema_migrations",)).fetchone() == (None,):
+                conn.execute(sql.SQL(
+                    "CREATE TABLE {}.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+                    "checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+                ).format(sql.Identifier(schema)))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise DatabaseError(
+                f"cannot create the pipeline schema {schema!r}: {describe_error(exc)}; run doc-migrate once as "
+                "the owner role (see docs/operations.md#least-privilege-role)"
+            ) from None
         done = {r[0]: r[1] for r in conn.execute(
             sql.SQL("SELECT version, checksum FROM {}.schema_migrations").format(sql.Identifier(schema)))}
         for version, name, body in _migration_files():
@@ -207,7 +222,13 @@ def ensure_vector_index(url: str, dims: int, maintenance_work_mem: str = "1GB") 
         conn.execute("SET max_parallel_maintenance_workers = 2")
         opclass = "halfvec_cosine_ops" if dims > 2000 else "vector_cosine_ops"
         expr = f"(embedding::halfvec({int(dims)}))" if dims > 2000 else "(embedding)"
-        conn.execute(
-            f"CREATE INDEX IF NOT EXISTS documents_embedding_hnsw ON documents USING hnsw ({expr} {opclass})"
-        )
+        try:
+            conn.execute(
+                f"CREATE INDEX IF NOT EXISTS documents_embedding_hnsw ON documents USING hnsw ({expr} {opclass})"
+            )
+        except psycopg.errors.InsufficientPrivilege as exc:  # a least-privilege role does not own documents
+            logging.getLogger(__name__).warning(
+                "HNSW index documents_embedding_hnsw not built: %s; build it as the table owner "
+                "(docs/operations.md#hnsw-index)", describe_error(exc))
+            return False
         return True
