@@ -186,3 +186,26 @@ def test_sigterm_finishes_the_partition_then_exits_130_and_resume_completes(
     resumed = run_cli(["--sources", str(SAMPLE_MANIFEST), "full"], database_url=database_url, home=tmp_path)
     assert resumed.code == 0, resumed.stderr[-2000:]
     assert snapshot(database_url) == clean_snapshot
+
+
+@pytest.mark.parametrize("point", ["embed-after-commit:3", "load-before-commit:4", "parse-file:5"])
+def test_kill_and_resume_never_embeds_a_chunk_twice(point: str, tmp_path: Path, database_url: str,
+                                                      corpus: Path) -> None:
+    """Against the OpenAI-compatible test server: what was embedded before the crash is never paid again."""
+    from doc_migration.testing.embedding_server import EmbeddingTestServer
+
+    # The retrieval smoke test re-embeds samples on purpose; switch it off to count the migration alone.
+    corpus.write_text(corpus.read_text() + "validation:\n  retrieval: {per_partition: 0}\n")
+    with EmbeddingTestServer() as server:
+        env = {"DOC_MIGRATION_EMBEDDER": "openai", "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test",
+               "MIGRATION_BATCH_SIZE": "2"}
+        crashed = run_cli(["--sources", str(corpus), "full"], database_url=database_url, home=tmp_path,
+                          extra_env={**env, "DOC_MIGRATION_CRASH_AT": point})
+        assert crashed.code == -signal.SIGKILL, crashed.stderr[-1500:]
+        resumed = run_cli(["--sources", str(corpus), "full", "--json"], database_url=database_url,
+                          home=tmp_path, extra_env=env)
+        assert resumed.code == 0, resumed.stderr[-2000:]
+        with psycopg.connect(database_url) as conn:
+            distinct = conn.execute("SELECT count(DISTINCT content) FROM documents").fetchone()
+        assert server.stats.duplicates() == {}, "a chunk was sent to the embedding API twice"
+        assert distinct is not None and len(server.stats.text_counts) == distinct[0]
