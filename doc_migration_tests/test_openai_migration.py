@@ -34,6 +34,8 @@ def corpus(tmp_path: Path) -> Path:
 
 
 def test_openai_path_plan_matches_spend_and_rerun_is_free(tmp_path: Path, database_url: str, corpus: Path) -> None:
+    # The retrieval smoke test re-embeds samples on purpose; switch it off so the server counts the migration only.
+    corpus.write_text(corpus.read_text() + "validation:\n  retrieval: {per_partition: 0}\n")
     with EmbeddingTestServer(api_key=KEY) as server:
         plan = run_cli(["--sources", str(corpus), "plan", "--json"], database_url=database_url, home=tmp_path,
                        extra_env=_env(server))

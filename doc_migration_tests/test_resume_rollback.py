@@ -162,27 +162,31 @@ def test_two_simultaneous_runs_end_correct(tmp_path: Path, database_url: str,
 def test_sigterm_finishes_the_partition_then_exits_130_and_resume_completes(
         tmp_path: Path, database_url: str, clean_snapshot: dict[str, tuple[Any, ...]]) -> None:
     env = {**os.environ, "DATABASE_URL": database_url, "DOC_MIGRATION_HOME": str(tmp_path), "DAGSTER_HOME": "",
-           "DOC_MIGRATION_PAUSE_AT": "load-before-commit:3"}
+           "DOC_MIGRATION_PAUSE_AT": "load-before-commit:5"}
     proc = subprocess.Popen([sys.executable, "-m", "doc_migration.cli", "--sources", str(SAMPLE_MANIFEST), "full"],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    loaded = 0
-    while time.time() < deadline and loaded == 0:
+    # Every load pauses 5 s before its commit: wait until two partitions are committed and the
+    # third load sits in its transaction, then ask the run to stop.
+    deadline = time.time() + 180
+    paused = False
+    while time.time() < deadline and not paused:
         time.sleep(0.5)
         try:
             with psycopg.connect(database_url) as conn:
-                row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'doc_migration' "
-                                   "AND state = 'idle in transaction'").fetchone()
-                loaded = int(row[0]) if row else 0
+                committed = conn.execute("SELECT count(*) FROM doc_migration.partition_state").fetchone()
+                waiting = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                       "'doc_migration' AND state = 'idle in transaction' AND query LIKE "
+                                       "'%%staged_partitions%%'").fetchone()
+                paused = bool(committed and committed[0] >= 2 and waiting and waiting[0])
         except psycopg.Error:
             continue
-    assert loaded, "the run never reached the paused load"
+    assert paused, "the run never reached the paused load"
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(timeout=60)
     assert code == 130, proc.stderr.read()[-2000:] if proc.stderr else ""
     with psycopg.connect(database_url) as conn:
         states = conn.execute("SELECT count(*) FROM doc_migration.partition_state").fetchone()
-    assert states is not None and states[0] == 1, "the partition in progress committed; nothing new started"
+    assert states is not None and states[0] == 3, "the partition in progress committed; nothing new started"
     resumed = run_cli(["--sources", str(SAMPLE_MANIFEST), "full"], database_url=database_url, home=tmp_path)
     assert resumed.code == 0, resumed.stderr[-2000:]
     assert snapshot(database_url) == clean_snapshot

@@ -49,12 +49,14 @@ def check_retrieval(settings: Settings, url: str, keys: list[str], config: Valid
             "  SELECT pr.partition_key, d.id::text AS id, d.doc_type, d.doc_path, d.content, md5(d.content) AS md5, "
             "    row_number() OVER (PARTITION BY pr.partition_key ORDER BY md5(d.id::text || %s)) AS rn "
             "  FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
-            "  WHERE pr.partition_key = ANY(%s) AND d.metadata->>'embedding_model' = %s) x "
+            "  WHERE pr.partition_key = ANY(%s) AND d.metadata->>'embedding_model' = %s "
+            "    AND pr.embed_key <> 'carried') x "
             "WHERE rn <= %s ORDER BY partition_key, doc_path").format(s=s),
             (f"{cfg.seed}:retrieval", keys, model, cfg.retrieval_per_partition)).fetchall()
         skipped = conn.execute(sql.SQL(
             "SELECT count(*) FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
-            "WHERE pr.partition_key = ANY(%s) AND d.metadata->>'embedding_model' IS DISTINCT FROM %s").format(s=s),
+            "WHERE pr.partition_key = ANY(%s) AND (d.metadata->>'embedding_model' IS DISTINCT FROM %s "
+            "  OR pr.embed_key = 'carried')").format(s=s),
             (keys, model)).fetchone()
         index_exists = conn.execute(
             "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'documents_embedding_hnsw'"
