@@ -485,6 +485,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stderr.close()
         return EXIT_OK
+    except Exception as exc:  # never a raw traceback: exception texts may quote a connection string
+        import traceback
+
+        print(redact("".join(traceback.format_exception(exc))), file=sys.stderr)
+        print(f"doc-migrate: unexpected error: {redact(f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

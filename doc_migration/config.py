@@ -1,18 +1,20 @@
 """Settings read from the environment: where the project lives, which database, which embedder.
 
 Precedence everywhere is: command-line flag > environment variable > manifest file > default.
-Secrets (DATABASE_URL's password, OPENAI_API_KEY) are only ever read here and never printed:
-use :func:`redact` before showing any URL.
+Secrets (DATABASE_URL's password, OPENAI_API_KEY) come from the environment only (never from a
+command-line argument or the manifest) and are never printed: use :func:`redact` on any free text
+that may carry them and :func:`redact_url` before showing a URL (docs/security.md).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_MANIFEST = PACKAGE_DIR / "sample_corpus" / "sources.yaml"
@@ -34,42 +36,101 @@ def env_int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
+# Secrets are matched three ways, most specific first: exact values known from the environment
+# (any form: raw and percent-encoded), then shapes that only secrets have (URL userinfo, libpq
+# ``password=``, ``Authorization: Bearer``, OpenAI-style keys), so a secret this process has never
+# seen (a legacy database URL echoed by a library, a key in a third-party message) is hidden too.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s'\"]*):(?P<pw>[^/\s'\"]*)@")
+_KEYWORD_PASSWORD = re.compile(
+    r"""(?P<key>\b(?:password|passwd|pwd|sslpassword|api[_-]?key|secret|token|access[_-]?token)\b\s*[=:]\s*)"""
+    r"""(?P<value>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s&;,'"]+)""",
+    re.IGNORECASE)
+_BEARER = re.compile(r"(?P<key>\b(?:Bearer|Basic)\s+)(?P<value>[A-Za-z0-9._~+/=-]{8,})")
+_OPENAI_KEY = re.compile(r"\bsk-[A-Za-z0-9_-]{16,}")
+# Environment variables whose values are secrets by name (Kubernetes Secrets arrive as env vars).
+_SECRET_ENV_NAME = re.compile(r"(?:PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|APIKEY|CREDENTIALS?)$", re.IGNORECASE)
+_MIN_SECRET_LEN = 4
+MASK = "***"
+
+
 def redact(text: str, secrets: list[str] | None = None) -> str:
-    """Hide passwords inside URLs/conninfo strings and any known secret values."""
-    out = re.sub(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@",
-                 lambda m: f"{m['scheme']}{m['user']}:***@" if m["pw"] else m[0], text)
-    out = re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", out, flags=re.IGNORECASE)
-    for secret in secrets if secrets is not None else known_secrets():
-        if secret and len(secret) >= 4:
-            out = out.replace(secret, "***")
-    return out
+    """Hide passwords, API keys and tokens in free text (error messages, URLs, conninfo strings).
+
+    ``secrets`` defaults to :func:`known_secrets` (every secret in this process's environment);
+    they are replaced first, longest first, so a password that contains ``@`` or ``/`` or is
+    echoed inside a libpq token (``invalid percent-encoded token: "..."``) is hidden whole.
+    """
+    out = str(text)
+    values = secrets if secrets is not None else known_secrets()
+    for secret in sorted({v for v in values if v and len(v) >= _MIN_SECRET_LEN}, key=len, reverse=True):
+        out = out.replace(secret, MASK)
+    out = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@" if m["pw"] else m[0], out)
+    out = _KEYWORD_PASSWORD.sub(lambda m: f"{m['key']}{MASK}", out)
+    out = _BEARER.sub(lambda m: f"{m['key']}{MASK}", out)
+    return _OPENAI_KEY.sub(MASK, out)
 
 
-def known_secrets() -> list[str]:
-    """Secret values present in this process's environment, for scrubbing free text."""
-    found = [os.environ.get("OPENAI_API_KEY", "")]
-    url = os.environ.get("DATABASE_URL", "")
-    if url:
+def _forms(value: str) -> list[str]:
+    """A secret as it may appear in text: raw, percent-decoded and percent-encoded."""
+    forms = {value, unquote(value), quote(value, safe=""), quote(unquote(value), safe="")}
+    return [f for f in forms if f]
+
+
+def conninfo_passwords(conninfo: str) -> list[str]:
+    """Every password a libpq connection string carries: URL userinfo, ``?password=`` and the
+    key/value form ``password=...`` (never raises: a malformed string is still scanned)."""
+    found: list[str] = []
+    if "://" in conninfo:
         try:
-            pw = urlsplit(url).password
+            parts = urlsplit(conninfo)
+            if parts.password:
+                found.append(parts.password)
+            for key, value in parse_qsl(parts.query, keep_blank_values=False):
+                if key.lower() in ("password", "sslpassword"):
+                    found.append(value)
         except ValueError:
-            pw = None
-        if pw:
-            found.append(pw)
-    if os.environ.get("PGPASSWORD"):
-        found.append(os.environ["PGPASSWORD"])
-    return [s for s in found if s]
+            pass
+        m = re.search(r"://[^:/@\s]*:([^/\s]*)@", conninfo)  # what urlsplit refused (e.g. bad IPv6 host)
+        if m:
+            found.append(m.group(1))
+    for m in _KEYWORD_PASSWORD.finditer(conninfo):
+        value = m["value"]
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        found.append(value)
+    return [form for pw in found if pw for form in _forms(pw)]
+
+
+def known_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Secret values present in this process's environment, for scrubbing free text.
+
+    DATABASE_URL's password (every form), OPENAI_API_KEY, PGPASSWORD, the password of any other
+    variable holding a connection URL (legacy databases named by ``url_env``, Dagster's storage)
+    and any variable named like a secret (``*_PASSWORD``, ``*_TOKEN``, ``*_API_KEY``, ...).
+    """
+    env = os.environ if environ is None else environ
+    found: list[str] = []
+    for name, value in env.items():
+        if not value:
+            continue
+        if name in ("OPENAI_API_KEY", "PGPASSWORD") or (_SECRET_ENV_NAME.search(name) and len(value) >= 8):
+            found.extend(_forms(value))
+        if name == "DATABASE_URL" or "://" in value or "password=" in value.lower():
+            found.extend(conninfo_passwords(value))
+    return sorted({s for s in found if len(s) >= _MIN_SECRET_LEN}, key=len, reverse=True)
 
 
 def redact_url(url: str) -> str:
+    """A connection or HTTP URL safe to print: the password (userinfo or query) masked, the rest kept."""
     try:
         parts = urlsplit(url)
     except ValueError:
-        return "***"
+        return redact(url, conninfo_passwords(url))
     if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return redact(url)
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        url = urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
+    return redact(url, conninfo_passwords(url) + known_secrets())
 
 
 @dataclass(frozen=True)
@@ -86,6 +147,19 @@ class Settings:
     batch_size: int = 256
     pipeline_schema: str = "doc_migration"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The schema name is spliced into migration files and quoted with sql.Identifier
+        # everywhere else; validate it however the Settings were made (with_overrides too).
+        if not IDENTIFIER_RE.match(self.pipeline_schema):
+            raise ConfigError(f"pipeline schema {self.pipeline_schema!r} is not a plain lower-case SQL identifier")
+        if not 1 <= int(self.embedding_dims) <= 16000:
+            raise ConfigError(f"embedding dimension must be 1..16000 (pgvector's limit), got {self.embedding_dims}")
+
+    def __repr__(self) -> str:
+        """Never the password: a Settings object may end up in a log line or an exception."""
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.public_dict().items())
+        return f"Settings({fields})"
 
     @property
     def model_name(self) -> str:
@@ -134,7 +208,7 @@ class Settings:
             "embedder": self.embedder,
             "embedding_model": self.model_name,
             "embedding_dims": self.embedding_dims,
-            "openai_base_url": self.openai_base_url,
+            "openai_base_url": redact_url(self.openai_base_url) if self.openai_base_url else None,
             "openai_api_key": "***" if os.environ.get("OPENAI_API_KEY") else None,
             "batch_size": self.batch_size,
             "pipeline_schema": self.pipeline_schema,

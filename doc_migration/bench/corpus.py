@@ -29,7 +29,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,13 +37,14 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ..config import OFFLINE_MODEL
 from .words import CONTENT_WORDS, DOMAIN_TERMS, FUNCTION_WORDS, IDENT_PARTS, LANGUAGES
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 DEFAULT_SEED = 42
 DEFAULT_SIZE_MB = 184.0
 DEFAULT_DUMP_DOCS = 4200
-DUMP_MODEL = "offline-bpe-hash-v1"
+DUMP_MODEL = OFFLINE_MODEL  # so the offline run carries the vectors over
 SHARDS = 8
 MB = 1_000_000
 
@@ -263,7 +264,7 @@ def _code_line(gen: TextGen, lang: str, i: int) -> str:
     elif lang == "toml":
         forms = [f"[{a}]", f'{b} = "{gen.number()}"', f"{a} = {num}", f"# {gen.sentence('plain')}"]
     else:
-        forms = [f"SELECT {a}, {b} FROM {gen.pick(IDENT_PARTS)}s WHERE {a} > {num};",
+        forms = [f"SELECT {a}, {b} FROM {gen.pick(IDENT_PARTS)}s WHERE {a} > {num};",  # noqa: S608 - file text
                  f"CREATE INDEX ON {gen.pick(IDENT_PARTS)}s ({b});", f"-- {gen.sentence('plain')}"]
     return indent + forms[(i * 7 + gen.randint(0, 97)) % len(forms)]
 
@@ -599,6 +600,8 @@ class CorpusInfo:
     seed: int
     size_mb: float
     generator_version: int = GENERATOR_VERSION
+    shards: int = SHARDS
+    doc_types: list[str] = field(default_factory=list)
     files: int = 0
     bytes: int = 0
     by_format: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -701,21 +704,34 @@ def _zipf(n: int) -> np.ndarray:
 
 def generate_corpus(root: Path, seed: int = DEFAULT_SEED, size_mb: float = DEFAULT_SIZE_MB,
                     dump_docs: int = DEFAULT_DUMP_DOCS, dims: int = 3072,
-                    log: Callable[[str], None] | None = None) -> CorpusInfo:
-    """Write the corpus under ``root`` (replacing an incomplete one); reuse it when already complete."""
+                    log: Callable[[str], None] | None = None, doc_types: Sequence[str] | None = None,
+                    shards: int = SHARDS, dump_doc_types: Sequence[str] = DUMP_DOC_TYPES) -> CorpusInfo:
+    """Write the corpus under ``root`` (replacing an incomplete one); reuse it when already complete.
+
+    ``doc_types`` picks a subset of :data:`DOC_TYPES` (their shares are rescaled to ``size_mb``) and
+    ``shards`` the manifest's shard count: a small, fast corpus for tests.
+    """
     import time
 
+    chosen = list(doc_types) if doc_types else list(DOC_TYPES)
+    unknown = [d for d in [*chosen, *dump_doc_types] if d not in DOC_TYPES]
+    if unknown:
+        raise ValueError(f"unknown doc type(s) {unknown}; known: {list(DOC_TYPES)}")
     cached = CorpusInfo.load(root)
-    if cached is not None and cached.seed == seed and cached.size_mb == size_mb and cached.dump_docs == dump_docs:
+    if (cached is not None and cached.seed == seed and cached.size_mb == size_mb and cached.dump_docs == dump_docs
+            and cached.shards == shards and (cached.doc_types or list(DOC_TYPES)) == chosen):
         return cached
     start = time.perf_counter()
     if root.exists():
         shutil.rmtree(root)
     (root / "docs").mkdir(parents=True)
-    info = CorpusInfo(root=root, seed=seed, size_mb=size_mb)
-    budget_total = int(size_mb * MB)
+    info = CorpusInfo(root=root, seed=seed, size_mb=size_mb, shards=shards, doc_types=chosen)
+    total_share = sum(DOC_TYPES[d][0] for d in chosen)
+    budget_total = int(size_mb * MB / total_share)
     number = 0
     for dt_index, (doc_type, (share, formats)) in enumerate(DOC_TYPES.items()):
+        if doc_type not in chosen:
+            continue
         vocab = _vocabulary(doc_type)
         probs = _zipf(len(vocab))
         for fmt_index, (fmt, fshare) in enumerate(formats.items()):
@@ -745,10 +761,10 @@ def generate_corpus(root: Path, seed: int = DEFAULT_SEED, size_mb: float = DEFAU
                 d["bytes"] += len(data)
         if log:
             log(f"corpus: {doc_type} done ({info.files} files, {info.bytes / MB:.1f} MB)")
-    (root / "sources.yaml").write_text(MANIFEST.format(seed=seed, size_mb=size_mb, shards=SHARDS), encoding="utf-8")
+    (root / "sources.yaml").write_text(MANIFEST.format(seed=seed, size_mb=size_mb, shards=shards), encoding="utf-8")
     if dump_docs > 0:
-        write_dump(root / "dump", seed, dump_docs, dims, info)
-        (root / "dump-sources.yaml").write_text(DUMP_MANIFEST.format(shards=SHARDS), encoding="utf-8")
+        write_dump(root / "dump", seed, dump_docs, dims, info, tuple(dump_doc_types))
+        (root / "dump-sources.yaml").write_text(DUMP_MANIFEST.format(shards=shards), encoding="utf-8")
         if log:
             log(f"corpus: dump done ({info.dump_docs} documents, {info.dump_bytes / MB:.1f} MB)")
     info.seconds = round(time.perf_counter() - start, 2)
@@ -761,12 +777,15 @@ def _sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def write_dump(folder: Path, seed: int, docs: int, dims: int, info: CorpusInfo) -> None:
+def write_dump(folder: Path, seed: int, docs: int, dims: int, info: CorpusInfo,
+               doc_types: tuple[str, ...] = DUMP_DOC_TYPES) -> None:
     """doc-server dumps: ``INSERT INTO documents (...) VALUES (...)`` with vector literals, in files of 100 rows."""
+    from ..embedding.offline import OfflineEmbedder
+
+    embedder = OfflineEmbedder(dims)
     columns = "id, doc_type, source_name, doc_path, content, metadata, embedding, token_count, created_at, updated_at"
-    per_type = [docs // len(DUMP_DOC_TYPES) + (1 if i < docs % len(DUMP_DOC_TYPES) else 0)
-                for i in range(len(DUMP_DOC_TYPES))]
-    for t, (doc_type, count) in enumerate(zip(DUMP_DOC_TYPES, per_type, strict=True)):
+    per_type = [docs // len(doc_types) + (1 if i < docs % len(doc_types) else 0) for i in range(len(doc_types))]
+    for t, (doc_type, count) in enumerate(zip(doc_types, per_type, strict=True)):
         vocab = _vocabulary(doc_type)
         probs = _zipf(len(vocab))
         (folder / doc_type).mkdir(parents=True, exist_ok=True)
@@ -774,19 +793,21 @@ def write_dump(folder: Path, seed: int, docs: int, dims: int, info: CorpusInfo) 
             rng = np.random.default_rng([seed, 1000 + t, part])
             gen = TextGen(rng, doc_type, vocab, probs)
             lines = ["-- doc-server export of the documents table", "BEGIN;"]
+            rows: list[tuple[str, str]] = []
             for row in range(first, min(count, first + DUMP_ROWS_PER_FILE)):
                 path = f"temp_{doc_type}_docs/docs/{gen.pick(SECTIONS)}/{row:05d}-{gen.slug()}.md"
                 content = _markdown(gen, int(min(9000, max(400, 2500 * math.exp(0.6 * rng.standard_normal())))),
                                     False)
-                vec = rng.standard_normal(dims)
-                vec /= np.linalg.norm(vec)
-                literal = "[" + ",".join(map(repr, np.round(vec, 8).tolist())) + "]"
+                rows.append((path, content))
+            # The vectors are what the offline model gives for the content, as a real export would carry.
+            vectors = embedder.embed([c for _, c in rows])
+            for (path, content), vec in zip(rows, vectors, strict=True):
+                literal = "[" + ",".join(map(repr, np.round(vec.astype(np.float64), 8).tolist())) + "]"
                 meta = json.dumps({"embedding_model": DUMP_MODEL, "title": gen.title(), "source": "doc-server"})
                 tokens = len(content) // 4
-                lines.append(
-                    f"INSERT INTO documents ({columns}) VALUES (gen_random_uuid(), {_sql_str(doc_type)}, "
-                    f"{_sql_str(doc_type + '-docs')}, {_sql_str(path)}, {_sql_str(content)}, {_sql_str(meta)}::jsonb, "
-                    f"'{literal}', {tokens}, NOW(), NOW());")
+                values = (f"gen_random_uuid(), {_sql_str(doc_type)}, {_sql_str(doc_type + '-docs')}, {_sql_str(path)}, "
+                          f"{_sql_str(content)}, {_sql_str(meta)}::jsonb, '{literal}', {tokens}, NOW(), NOW()")
+                lines.append(f"INSERT INTO documents ({columns}) VALUES ({values});")  # noqa: S608 - file text
                 info.dump_docs += 1
             lines.append("COMMIT;")
             data = ("\n".join(lines) + "\n").encode()

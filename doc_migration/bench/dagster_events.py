@@ -59,24 +59,31 @@ def read_stage_times(dagster_home: Path, run_ids: list[str]) -> dict[str, Any]:
                                                                   "materializations": 0})
                         step["seconds"] += entry.timestamp - starts[entry.step_key]
                         step["failed"] = kind == DagsterEventType.STEP_FAILURE.value
+                        step.setdefault("start", starts[entry.step_key])
+                        step["end"] = entry.timestamp
                     elif kind == DagsterEventType.ASSET_MATERIALIZATION.value and entry.step_key:
                         step = steps.setdefault(entry.step_key, {"seconds": 0.0, "work_seconds": None,
                                                                   "materializations": 0})
                         if step["materializations"] == 0:
                             meta = ev.event_specific_data.materialization.metadata  # type: ignore[union-attr]
                             if "seconds" in meta:
-                                step["work_seconds"] = (step["work_seconds"] or 0.0) + float(meta["seconds"].value)
+                                value: Any = meta["seconds"].value
+                                step["work_seconds"] = (step["work_seconds"] or 0.0) + float(value)
                         step["materializations"] += 1
                 if run_start is not None and run_end is not None:
                     run_seconds += run_end - run_start
         finally:
             instance.dispose()
     stages: dict[str, float] = {}
+    windows: dict[str, list[float]] = {}
     work: dict[str, float] = {}
     overhead = 0.0
     for key, step in steps.items():
         stage = stage_of(key)
         stages[stage] = stages.get(stage, 0.0) + step["seconds"]
+        if "start" in step:
+            w0 = windows.setdefault(stage, [step["start"], step["end"]])
+            w0[0], w0[1] = min(w0[0], step["start"]), max(w0[1], step["end"])
         w = step["work_seconds"] if step["work_seconds"] is not None else step["seconds"]
         work[stage] = work.get(stage, 0.0) + w
         overhead += max(0.0, step["seconds"] - w)
@@ -88,5 +95,6 @@ def read_stage_times(dagster_home: Path, run_ids: list[str]) -> dict[str, Any]:
                   for k, v in steps.items()},
         "stages": {k: round(v, 2) for k, v in stages.items()},
         "stage_work": {k: round(v, 2) for k, v in work.items()},
+        "stage_windows": windows,  # stage -> [first step start, last step end] (epoch seconds)
         "step_event_overhead": round(overhead, 2),
     }

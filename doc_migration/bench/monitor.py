@@ -56,13 +56,18 @@ class ProcessReport:
     kinds: dict[str, dict[str, int]]
     timeline: list[tuple[float, dict[str, int]]]  # (t, {kind: pss}) about once a second
     cpu_seconds: dict[str, float]
+    cpu_timeline: list[tuple[float, dict[str, float]]]
+    start_wall: float
+    machine_busy: float  # share of all cores busy (every process on the machine) during the run
 
     def as_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "seconds": round(self.seconds, 2), "peak_rss_total": self.peak_rss_total,
                 "peak_pss_total": self.peak_pss_total,
                 "peak_pss_total_excluding_index": self.peak_pss_total_excluding_index,
-                "kinds": self.kinds, "timeline": self.timeline,
-                "cpu_seconds": {k: round(v, 2) for k, v in self.cpu_seconds.items()}}
+                "kinds": self.kinds, "timeline": self.timeline, "cpu_timeline": self.cpu_timeline,
+                "start_wall": self.start_wall,
+                "cpu_seconds": {k: round(v, 2) for k, v in self.cpu_seconds.items()},
+                "machine_busy": round(self.machine_busy, 3)}
 
 
 class ProcessSampler:
@@ -84,6 +89,8 @@ class ProcessSampler:
         self.peak_pss_excl_index = 0
         self.samples = 0
         self.timeline: list[tuple[float, dict[str, int]]] = []
+        self.cpu_timeline: list[tuple[float, dict[str, float]]] = []  # (t, cumulative CPU s per kind)
+        self.start_wall = 0.0
         self.cpu_last: dict[int, tuple[str, float]] = {}
         self.cpu_first: dict[int, float] = {}
         self._procs: dict[int, psutil.Process] = {}
@@ -91,6 +98,7 @@ class ProcessSampler:
         self._thread = threading.Thread(target=self._run, name="bench-process-sampler", daemon=True)
         self._start = 0.0
         self._pg_cpu_start = self._postmaster_cpu()
+        self._machine_start = psutil.cpu_times()
         self.in_index_build: threading.Event = threading.Event()
 
     def add_root(self, pid: int, kind: str) -> None:
@@ -152,6 +160,7 @@ class ProcessSampler:
         per_kind_rss: Counter[str] = Counter()
         per_kind_pss: Counter[str] = Counter()
         alive: Counter[str] = Counter()
+        pg_live = 0.0
         for proc, kind in self._members():
             try:
                 with proc.oneshot():
@@ -167,6 +176,8 @@ class ProcessSampler:
             self.cpu_last[proc.pid] = (kind, float(cpu.user + cpu.system))
             if self.samples == 0:
                 self.cpu_first[proc.pid] = float(cpu.user + cpu.system)
+            if kind.startswith("postgres") and proc.pid != self.postmaster:
+                pg_live += float(cpu.user + cpu.system) - self.cpu_first.get(proc.pid, 0.0)
         for kind in per_kind_rss:
             ks = self.kinds[kind]
             ks.peak_rss = max(ks.peak_rss, per_kind_rss[kind])
@@ -180,6 +191,13 @@ class ProcessSampler:
         self.samples += 1
         if not self.timeline or now - self.timeline[-1][0] >= 1.0:
             self.timeline.append((round(now, 1), dict(per_kind_pss)))
+            cum: dict[str, float] = defaultdict(float)
+            for kind, seconds in self.cpu_last.values():
+                if not kind.startswith("postgres"):
+                    cum[kind] += seconds
+            if self.postmaster is not None:
+                cum["postgres"] = max(self._postmaster_cpu() - self._pg_cpu_start, 0.0) + pg_live
+            self.cpu_timeline.append((round(now, 1), {k: round(v, 2) for k, v in cum.items()}))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -192,6 +210,7 @@ class ProcessSampler:
 
     def start(self) -> ProcessSampler:
         self._start = time.monotonic()
+        self.start_wall = time.time()
         self._thread.start()
         return self
 
@@ -215,8 +234,14 @@ class ProcessSampler:
             cpu["postgres (all processes)"] = max(self._postmaster_cpu() - self._pg_cpu_start, 0.0) + pg_live
         kinds = {k: {"peak_rss": v.peak_rss, "peak_pss": v.peak_pss, "processes": len(v.processes),
                      "max_alive": v.max_alive} for k, v in sorted(self.kinds.items())}
+        end = psutil.cpu_times()
+        total = sum(end) - sum(self._machine_start)
+        idle = (end.idle + getattr(end, "iowait", 0.0)) - (self._machine_start.idle +
+                                                           getattr(self._machine_start, "iowait", 0.0))
+        busy = 1.0 - idle / total if total > 0 else 0.0
         return ProcessReport(self.samples, time.monotonic() - self._start, self.peak_rss_total, self.peak_pss_total,
-                             self.peak_pss_excl_index, kinds, self.timeline, dict(cpu))
+                             self.peak_pss_excl_index, kinds, self.timeline, dict(cpu), self.cpu_timeline,
+                             self.start_wall, busy)
 
 
 _WS = re.compile(r"\s+")
@@ -232,14 +257,14 @@ def normalise_query(query: str) -> str:
 class DatabaseReport:
     samples: int
     interval: float
-    statements: list[tuple[str, float]]  # (normalised statement, seconds active)
+    statements: list[tuple[str, float, str]]  # (normalised statement, seconds active, main wait events)
     waits: list[tuple[str, float]]  # (wait event, seconds)
     index_build_seconds: float | None
     active_seconds: float
 
     def as_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "interval": self.interval,
-                "statements": [(q, round(s, 1)) for q, s in self.statements],
+                "statements": [(q, round(s, 1), w) for q, s, w in self.statements],
                 "waits": [(w, round(s, 1)) for w, s in self.waits],
                 "index_build_seconds": None if self.index_build_seconds is None else round(self.index_build_seconds, 2),
                 "active_seconds": round(self.active_seconds, 1)}
@@ -252,6 +277,7 @@ class DatabaseSampler:
         self.url = url
         self.interval = interval
         self.statements: Counter[str] = Counter()
+        self.statement_waits: dict[str, Counter[str]] = defaultdict(Counter)
         self.waits: Counter[str] = Counter()
         self.samples = 0
         self.index_first: float | None = None
@@ -280,6 +306,7 @@ class DatabaseSampler:
             for query, wait, age in rows:
                 q = normalise_query(query or "")
                 self.statements[q] += 1
+                self.statement_waits[q][wait] += 1
                 self.waits[wait] += 1
                 if q.upper().startswith("CREATE INDEX") and "hnsw" in q.lower():
                     indexing = True
@@ -294,6 +321,9 @@ class DatabaseSampler:
             self.samples += 1
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - t)))
 
+    def _waits_of(self, query: str, n: int) -> str:
+        return ", ".join(f"{w} {100 * c / n:.0f} %" for w, c in self.statement_waits[query].most_common(2))
+
     def start(self) -> DatabaseSampler:
         self._thread.start()
         return self
@@ -307,7 +337,7 @@ class DatabaseSampler:
             index = self.index_last - self.index_first + self.interval / 2
         active = sum(self.statements.values()) * self.interval
         return DatabaseReport(self.samples, self.interval,
-                              [(q, n * self.interval) for q, n in self.statements.most_common(25)],
+                              [(q, n * self.interval, self._waits_of(q, n)) for q, n in self.statements.most_common(25)],
                               [(w, n * self.interval) for w, n in self.waits.most_common(12)], index, active)
 
 
@@ -356,3 +386,41 @@ def postmaster_pid(url: str) -> tuple[int | None, bool]:
         return backend.ppid(), True
     except psutil.Error:
         return None, False
+
+
+def cpu_by_stage(run: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """CPU seconds per stage and process kind, from the sampler's cumulative CPU timeline and the Dagster
+    step windows; ``outside steps`` is the rest (process start, imports, run setup, summary)."""
+    from .dagster_events import stage_of
+
+    procs = run.get("processes") or {}
+    timeline = procs.get("cpu_timeline") or []
+    start_wall = float(procs.get("start_wall") or 0.0)
+    steps = (run.get("dagster") or {}).get("steps") or {}
+    if not timeline or not start_wall or not steps:
+        return {}
+
+    def at(ts: float) -> dict[str, float]:
+        rel = ts - start_wall
+        last: dict[str, float] = {}
+        for t, cum in timeline:
+            if t > rel:
+                break
+            last = cum
+        return last
+
+    out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for key, step in steps.items():
+        if "start" not in step:
+            continue
+        a, b = at(float(step["start"])), at(float(step["end"]))
+        for kind in b:
+            out[stage_of(key)][kind] += max(0.0, b[kind] - a.get(kind, 0.0))
+    total = timeline[-1][1]
+    spent: dict[str, float] = defaultdict(float)
+    for per in out.values():
+        for kind, v in per.items():
+            spent[kind] += v
+    for kind, v in total.items():
+        out["outside steps"][kind] += max(0.0, v - spent[kind])
+    return {stage: {k: round(v, 1) for k, v in per.items()} for stage, per in out.items()}

@@ -19,6 +19,8 @@ ASSET_FUNCTIONS = {
     "validation_report": "checks", "rows_match_ledger": "checks", "embeddings_well_formed": "checks",
     "partition_not_rolled_back": "checks",
 }
+# Outermost frames of a complete stack; py-spy --nonblocking sometimes returns a stack cut short.
+ROOT_FRAMES = ("<module>", "_run_module_as_main", "Thread._bootstrap", "_bootstrap", "main (", "_run_code")
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -69,7 +71,8 @@ def parse_raw(path: Path, rate: int, top: int = 15) -> dict[str, Any]:
         count = int(count_text)
         frames = stack.split(";")
         kind = "main"
-        if frames and frames[0].startswith("process "):
+        # py-spy nests a child's stack under its parent's "process ..." frame: the last one is the sampled process.
+        while frames and frames[0].startswith("process "):
             kind = process_kind(frames[0])
             frames = frames[1:]
         if kind == "other" or not frames:
@@ -77,10 +80,15 @@ def parse_raw(path: Path, rate: int, top: int = 15) -> dict[str, Any]:
         names = [frame_name(f) for f in frames]
         if kind == "main":
             stage = "startup, Dagster and CLI (outside the assets)"
+            if not names[0].startswith(ROOT_FRAMES):
+                stage = "truncated stacks (stage unknown)"
             for name in names:
                 func = name.split(" (", 1)[0]
                 if func in ASSET_FUNCTIONS:
                     stage = ASSET_FUNCTIONS[func]
+                    break
+                if "dagster_defs/checks.py" in name:  # every asset check, whatever its name
+                    stage = "checks"
                     break
             group = f"main process: {stage}"
         else:

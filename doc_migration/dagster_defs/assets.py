@@ -14,14 +14,13 @@ from typing import Any, TypeVar
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from ..config import redact
 from ..pipeline import interrupt, progress
 from ..pipeline.embed import embed_partition
 from ..pipeline.load import load_partition
 from ..pipeline.parse import stage_partition
 from ..pipeline.scan import record_scans, scan
 from ..storage import ledger
-from ..storage.database import ensure_vector_index
+from ..storage.database import ensure_vector_index, explain_error
 from ..validation.html import render_html
 from ..validation.report import build_report
 from .partitions import build_partitions
@@ -57,7 +56,7 @@ def _each_partition(context: AssetExecutionContext, migration: MigrationResource
         try:
             results[key] = fn(key)
         except Exception as exc:  # recorded, then the next partition goes on
-            message = redact(f"{type(exc).__name__}: {exc}")
+            message = explain_error(exc, migration.settings, migration.url)
             context.log.error(f"partition {key} failed in {stage}: {message}")
             ledger.record_failure(migration.settings, migration.url, context.run_id, key, stage, message)
             failed.append(key)
@@ -173,8 +172,12 @@ def loaded_rows(context: AssetExecutionContext, migration: MigrationResource) ->
                 "links, orphans, drift), written as JSON and as one self-contained HTML page for operators.",
 )
 def validation_report(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
-    report = build_report(migration.settings, migration.url, list(context.partition_keys), context.run_id,
-                          embedder=migration.embedder, manifest=migration.manifest)
+    # The run's report covers what the run changed (plus the cheap whole-database checks);
+    # `doc-migrate validate` reports on everything.
+    changed = ledger.run_loaded_partitions(migration.settings, migration.url, context.run_id)
+    report = build_report(migration.settings, migration.url, changed or list(context.partition_keys),
+                          context.run_id, embedder=migration.embedder, manifest=migration.manifest,
+                          only=None if changed else ["counts", "checksums", "orphans", "rolled_back"])
     folder = migration.settings.home / "reports"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"validation-{context.run_id}.json"

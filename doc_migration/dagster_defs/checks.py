@@ -20,6 +20,7 @@ from dagster._core.storage.tags import (
 from psycopg import sql
 
 from ..storage.database import connection
+from ..storage.ledger import run_loaded_partitions
 from ..validation.checks import check_staged_chunks, check_staged_embeddings, rolled_back_partitions
 from ..validation.common import ERROR, timed
 from ..validation.config import ValidationConfig, load_validation_config
@@ -78,8 +79,31 @@ def _result(result: dict[str, Any], **extra: Any) -> dg.AssetCheckResult:
                                description=str(result["message"])[:1000], metadata=metadata)
 
 
-def _loaded_check(name: str, migration: MigrationResource) -> dg.AssetCheckResult:
-    keys = _loaded_keys(migration)
+# Cheap SQL aggregates that catch tampering anywhere (a deleted or edited row): every run checks
+# every loaded partition with them. The costly checks (vectors, pandera, retrieval, SimHash, links,
+# re-hashing sources) look at what the run loaded; `doc-migrate validate` runs all over everything.
+WHOLE_DATABASE_CHECKS = {"counts", "checksums", "orphans"}
+
+
+def _keys_to_check(name: str, context: dg.AssetCheckExecutionContext | None,
+                   migration: MigrationResource) -> list[str]:
+    """The partitions a check looks at: all loaded ones outside a run or for cheap checks, else the
+    partitions the run loaded."""
+    try:
+        run_id = context.run.run_id if context is not None else None
+    except Exception:  # invoked directly (tests, notebooks): there is no run
+        run_id = None
+    if not run_id or name in WHOLE_DATABASE_CHECKS:
+        return _loaded_keys(migration)
+    return run_loaded_partitions(migration.settings, migration.url, run_id)
+
+
+def _loaded_check(name: str, migration: MigrationResource,
+                  context: dg.AssetCheckExecutionContext | None = None) -> dg.AssetCheckResult:
+    keys = _keys_to_check(name, context, migration)
+    if not keys and context is not None and name not in WHOLE_DATABASE_CHECKS:
+        return dg.AssetCheckResult(passed=True, description="this run loaded no partition: nothing changed to check",
+                                   metadata={"partitions_checked": 0})
     result = run_check(name, migration.settings, migration.url, keys, config=_config(migration),
                        manifest=migration.manifest, embedder=migration.embedder if name == "retrieval" else None,
                        require_loaded=False)
@@ -89,67 +113,67 @@ def _loaded_check(name: str, migration: MigrationResource) -> dg.AssetCheckResul
 @dg.asset_check(asset=loaded_rows, blocking=True,
                 description="Every loaded partition owns exactly the rows and documents its ledger records, all "
                             "present in documents; every scanned file is loaded or quarantined.")
-def rows_match_ledger(migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("counts", migration)
+def rows_match_ledger(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
+    return _loaded_check("counts", migration, context)
 
 
 @dg.asset_check(asset=loaded_rows, blocking=True,
                 description="sha256 of every row's content equals the hash recorded at load (no truncated or "
                             "edited rows).")
-def content_matches_checksums(migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("checksums", migration)
+def content_matches_checksums(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
+    return _loaded_check("checksums", migration, context)
 
 
 @dg.asset_check(asset=loaded_rows, blocking=True,
                 description="No NULL, wrong-dimension, NaN/Inf or zero embeddings among the pipeline's rows.")
-def embeddings_well_formed(migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("embeddings", migration)
+def embeddings_well_formed(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
+    return _loaded_check("embeddings", migration, context)
 
 
 @dg.asset_check(asset=loaded_rows, blocking=True,
                 description="Sampled rows conform to their doc type's pandera schema: types, token limits, vector "
                             "dims and unit norm, required metadata.")
-def rows_conform_to_schema(migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("schema", migration)
+def rows_conform_to_schema(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
+    return _loaded_check("schema", migration, context)
 
 
 @dg.asset_check(asset=loaded_rows, blocking=True,
                 description="Sampled chunks, embedded afresh, find themselves first through the HNSW (halfvec) "
                             "query form; fails below the configured recall@1.")
-def retrieval_smoke_test(migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("retrieval", migration)
+def retrieval_smoke_test(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
+    return _loaded_check("retrieval", migration, context)
 
 
 @dg.asset_check(asset=loaded_rows, blocking=False,
                 description="Exact (sha256) and near (SimHash) duplicate content per doc type (WARN).")
-def no_duplicate_content(migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("duplicates", migration)
+def no_duplicate_content(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
+    return _loaded_check("duplicates", migration, context)
 
 
 @dg.asset_check(asset=loaded_rows, blocking=False,
                 description="Links between corpus documents (Markdown, RST :doc:, HTML, OpenAPI $ref) lead to "
                             "migrated documents (WARN).")
-def cross_references_resolve(migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("links", migration)
+def cross_references_resolve(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
+    return _loaded_check("links", migration, context)
 
 
 @dg.asset_check(asset=loaded_rows, blocking=True,
                 description="No row in documents outside every partition's ownership (WARN, or ERROR when "
                             "validation.orphans.severity says so; only ERROR blocks).")
-def no_orphan_rows(migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("orphans", migration)
+def no_orphan_rows(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
+    return _loaded_check("orphans", migration, context)
 
 
 @dg.asset_check(asset=loaded_rows, blocking=False,
                 description="Source files on disk still hash to the sha256 recorded in their rows (WARN: the next "
                             "run reloads drifted files).")
-def sources_unchanged(migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("source_drift", migration)
+def sources_unchanged(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
+    return _loaded_check("source_drift", migration, context)
 
 
 @dg.asset_check(asset=loaded_rows, name="partition_not_rolled_back", blocking=False,
                 description="Fails (WARN) while a partition stays rolled back; re-materialize it to clear.")
-def partition_not_rolled_back(migration: MigrationResource) -> dg.AssetCheckResult:
+def partition_not_rolled_back(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
     keys = rolled_back_partitions(migration.settings, migration.url)
     return dg.AssetCheckResult(passed=not keys, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"rolled_back_partitions": dg.MetadataValue.json(keys)})

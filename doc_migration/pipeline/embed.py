@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import psycopg
 from psycopg import sql
 
 from ..config import Settings
@@ -30,6 +31,31 @@ class EmbedResult:
     requests: int = 0
     retries: int = 0
     seconds: float = 0.0
+
+
+def _store(conn: psycopg.Connection, schema: sql.Identifier, model: str, dims: int, shas: list[bytes],
+           vectors: np.ndarray) -> None:
+    """Binary COPY straight into the cache (one write per vector); if another run cached one of these
+    texts meanwhile, fall back to a staging table and ON CONFLICT DO NOTHING."""
+    try:
+        with conn.transaction(), conn.cursor() as cur, cur.copy(sql.SQL(
+                "COPY {}.embedding_cache (model, dims, text_sha, embedding) FROM STDIN WITH (FORMAT BINARY)")
+                .format(schema)) as copy:
+            copy.set_types(["text", "int4", "bytea", "vector"])
+            for sha, vec in zip(shas, vectors, strict=True):
+                copy.write_row((model, dims, sha, vec))
+        return
+    except psycopg.errors.UniqueViolation:
+        pass
+    with conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS _emb (text_sha bytea, embedding vector) ON COMMIT DELETE ROWS")
+        with cur.copy("COPY _emb (text_sha, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["bytea", "vector"])
+            for sha, vec in zip(shas, vectors, strict=True):
+                copy.write_row((sha, vec))
+        cur.execute(sql.SQL(
+            "INSERT INTO {}.embedding_cache (model, dims, text_sha, embedding) "
+            "SELECT %s, %s, text_sha, embedding FROM _emb ON CONFLICT DO NOTHING").format(schema), (model, dims))
 
 
 def embed_partition(settings: Settings, url: str, key: str, run_id: str, embedder: Embedder) -> EmbedResult:
@@ -58,15 +84,7 @@ def embed_partition(settings: Settings, url: str, key: str, run_id: str, embedde
             vectors = embedder.embed([r[1] for r in part])
             if vectors.shape != (len(part), dims) or not np.all(np.isfinite(vectors)):
                 raise RuntimeError(f"embedder returned {vectors.shape} for {len(part)} inputs of {dims} dimensions")
-            with conn.cursor() as cur:
-                cur.execute("CREATE TEMP TABLE IF NOT EXISTS _emb (text_sha bytea, embedding vector) ON COMMIT DELETE ROWS")
-                with cur.copy("COPY _emb (text_sha, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
-                    copy.set_types(["bytea", "vector"])
-                    for row, vec in zip(part, vectors, strict=True):
-                        copy.write_row((row[0], vec))
-                cur.execute(sql.SQL(
-                    "INSERT INTO {}.embedding_cache (model, dims, text_sha, embedding) "
-                    "SELECT %s, %s, text_sha, embedding FROM _emb ON CONFLICT DO NOTHING").format(schema), (model, dims))
+            _store(conn, schema, model, dims, [r[0] for r in part], vectors)
             crash_point("embed-before-commit")
             conn.commit()
             crash_point("embed-after-commit")

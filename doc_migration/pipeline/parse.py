@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import signal
 import time
 import uuid
@@ -22,7 +23,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ..chunking import chunk_document
-from ..config import Settings
+from ..config import Settings, redact
 from ..manifest import FOLDER, LEGACY_FORMAT, ChunkingConfig, Manifest
 from ..sources.base import ParseContext, ParsedDocument, ParseLimits, QuarantineError
 from ..sources.registry import detect_format, get_parser
@@ -105,6 +106,8 @@ def parse_file(job: FileJob) -> FileResult:
         return result
     result.sha256 = hashlib.sha256(data).hexdigest()
     use_alarm = hasattr(signal, "setitimer") and _in_worker
+    if _in_worker:
+        _limit_memory(job.limits)
     try:
         fmt = job.fmt if job.fmt != "auto" else detect_format(job.rel_path, data[:4096])
         ctx = ParseContext(job.rel_path, job.doc_type, job.source_name, fmt, job.options, job.limits)
@@ -134,8 +137,14 @@ def parse_file(job: FileJob) -> FileResult:
     except RecursionError:
         result.quarantine = _quarantine(job, "parse", "document nested too deeply to parse", "exclude the file")
         result.rows, result.documents = [], 0
+    except MemoryError:
+        result.quarantine = _quarantine(
+            job, "parse", f"parsing needed more than {job.limits.max_parse_memory_mb} MB of memory",
+            "raise limits.max_parse_memory_mb in the manifest or exclude the file")
+        result.rows, result.documents = [], 0
     except Exception as exc:  # a parser bug must not stop the run; it is recorded with its type
-        result.quarantine = _quarantine(job, "parse", f"parser error: {type(exc).__name__}: {str(exc)[:300]}",
+        # Redacted before truncation, so a secret cut in half by [:300] cannot survive.
+        result.quarantine = _quarantine(job, "parse", f"parser error: {type(exc).__name__}: {redact(str(exc))[:300]}",
                                         "report this as a bug with the file attached")
         result.rows, result.documents = [], 0
     result.seconds = time.perf_counter() - start
@@ -203,19 +212,42 @@ def _chunk_documents(job: FileJob, result: FileResult, docs: list[ParsedDocument
 
 
 _in_worker = False
+_baseline_vm: int | None = None  # address space of the worker once started (bytes); Linux only
 
 
 def worker_init() -> None:
-    """In a worker process: Python-level parser loops get a soft SIGALRM limit per file."""
-    global _in_worker
+    """In a worker process: Python-level parser loops get a soft SIGALRM limit per file, and the
+    address space a file may add is capped (see _limit_memory)."""
+    global _in_worker, _baseline_vm
     _in_worker = True
     signal.signal(signal.SIGALRM, _alarm)
+    try:
+        with open("/proc/self/statm") as fh:
+            _baseline_vm = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        _baseline_vm = None
+
+
+def _limit_memory(limits: ParseLimits) -> None:
+    """RLIMIT_AS = start-up size + limits.max_parse_memory_mb, set per file (the soft limit may go
+    up again for the next file). Python allocations then raise MemoryError; a C library that
+    aborts on a failed allocation (PDFium) kills only this worker, and the pool's hard deadline
+    quarantines the file."""
+    if _baseline_vm is None:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    soft = _baseline_vm + limits.max_parse_memory_mb * 1024 * 1024
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def _timed_out(job: FileJob) -> FileResult:
     result = FileResult(job.rel_path, job.source_name)
-    result.quarantine = _quarantine(job, "parse", f"parsing took longer than {job.limits.parse_timeout_s:g} s",
-                                    "raise limits.parse_timeout_s in the manifest or exclude the file")
+    result.quarantine = _quarantine(
+        job, "parse", f"parsing took longer than {job.limits.parse_timeout_s:g} s (parser stopped)",
+        "the parser was stuck, or crashed over limits.max_parse_memory_mb; raise limits.parse_timeout_s / "
+        "limits.max_parse_memory_mb in the manifest or exclude the file")
     return result
 
 

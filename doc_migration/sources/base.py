@@ -82,7 +82,7 @@ class ParseLimits:
     max_yaml_aliases: int = 1000
     parse_timeout_s: float = 120.0
     max_pdf_pages: int = 2000
-    max_parse_memory_mb: int = 2048
+    max_parse_memory_mb: int = 1024
 
     def __post_init__(self) -> None:
         for name in ("max_file_bytes", "max_json_depth", "max_yaml_aliases", "max_pdf_pages", "max_parse_memory_mb"):

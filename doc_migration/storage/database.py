@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,14 +58,42 @@ def describe_error(exc: BaseException) -> str:
     return redact(text)
 
 
+def session_parameters(url: str, statement_timeout_ms: int = 0) -> dict[str, str]:
+    """Connection parameters added to DATABASE_URL's, without overriding any the operator set.
+
+    libpq gives keyword arguments precedence over the URL, so ``options``, ``application_name``
+    and ``connect_timeout`` are only added when neither the URL nor PGOPTIONS/PGAPPNAME/
+    PGCONNECT_TIMEOUT sets them, and the pipeline's session limits are prepended to the
+    operator's own ``options`` (a later ``-c`` wins). TLS parameters (sslmode, sslrootcert,
+    sslcert, ...) are never touched: they reach libpq exactly as written.
+    """
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        given = {}  # connect() reports the malformed URL
+    ours = (f"-c statement_timeout={statement_timeout_ms} -c lock_timeout=60000 "
+            "-c idle_in_transaction_session_timeout=600000")
+    theirs = str(given.get("options") or os.environ.get("PGOPTIONS") or "").strip()
+    params = {"options": f"{ours} {theirs}".strip()}
+    if not given.get("application_name") and not os.environ.get("PGAPPNAME"):
+        params["application_name"] = "doc_migration"
+    if not given.get("connect_timeout") and not os.environ.get("PGCONNECT_TIMEOUT"):
+        params["connect_timeout"] = "30"
+    return params
+
+
 def connect(url: str, *, autocommit: bool = False, statement_timeout_ms: int = 0) -> psycopg.Connection:
     """Open a connection with the session limits every pipeline connection runs under."""
-    options = (
-        f"-c statement_timeout={statement_timeout_ms} -c lock_timeout=60000 "
-        "-c idle_in_transaction_session_timeout=600000 -c application_name=doc_migration"
-    )
     try:
-        conn = psycopg.connect(url, autocommit=autocommit, options=options, connect_timeout=30)
+        conninfo = psycopg.conninfo.make_conninfo(url, **session_parameters(url, statement_timeout_ms))
+        conn = psycopg.connect(conninfo, autocommit=autocommit)
+    except psycopg.ProgrammingError as exc:
+        # libpq could not parse DATABASE_URL; its message quotes the offending piece, which may be
+        # (part of) the password, so only the kind of error is kept.
+        detail = re.sub(r'"[^"]*"', '"..."', describe_error(exc))
+        raise DatabaseError(
+            f"DATABASE_URL is not a valid libpq connection string ({detail}): percent-encode special "
+            "characters of the user name and password (see docs/security.md#database-url-and-tls)") from None
     except psycopg.OperationalError as exc:
         message = describe_error(exc)
         # A retry cannot fix these (exit 2); anything else (refused, timeout, starting up, an SSL
@@ -171,10 +200,20 @@ def migrate(settings: Settings, url: str) -> dict[str, object]:
                     "checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
                 ).format(sql.Identifier(schema)))
         except psycopg.errors.InsufficientPrivilege as exc:
+            conn.rollback()
             raise DatabaseError(
-                f"cannot create the pipeline schema {schema!r}: {describe_error(exc)}; run doc-migrate once as "
-                "the owner role (see docs/operations.md#least-privilege-role)"
+                f"cannot create the pipeline schema {schema!r} ({describe_error(exc)}): {privilege_advice(conn, schema)}"
             ) from None
+        # With the default search_path ("$user", public) a login role named like the pipeline
+        # schema would create the doc-server's tables inside it, where the doc-server never looks.
+        current = conn.execute("SELECT current_schema()").fetchone()
+        if current is not None and current[0] == schema:
+            raise ConfigError(
+                f"unqualified table names resolve to the pipeline schema {schema} (search_path is "
+                f"{_search_path(conn)} and the role is named {_current_user(conn)}): documents must not be "
+                "created there. Set the role's search_path to the doc-server's schema (ALTER ROLE ... SET "
+                "search_path = public, as doc_migration/storage/roles.sql does) or use another role name; "
+                "see docs/security.md#least-privilege-role")
         done = {r[0]: r[1] for r in conn.execute(
             sql.SQL("SELECT version, checksum FROM {}.schema_migrations").format(sql.Identifier(schema)))}
         for version, name, body in _migration_files():
@@ -187,16 +226,88 @@ def migrate(settings: Settings, url: str) -> dict[str, object]:
             try:
                 conn.execute(text.encode())
             except psycopg.errors.InsufficientPrivilege as exc:
+                conn.rollback()
                 raise DatabaseError(
-                    f"migration {version:04d}_{name} needs a privilege this role lacks: {describe_error(exc)}; "
-                    "see docs/operations.md#least-privilege-role"
-                ) from None
+                    f"migration {version:04d}_{name} needs a privilege the role lacks ({describe_error(exc)}); "
+                    f"{privilege_advice(conn, schema)}") from None
             conn.execute(
                 sql.SQL("INSERT INTO {}.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)").format(
                     sql.Identifier(schema)), (version, name, checksum))
             applied_now.append(version)
         conn.commit()
+        missing = missing_privileges(conn, schema)
+        if missing:
+            raise DatabaseError(f"role {_current_user(conn)} lacks {'; '.join(missing)}: "
+                                f"{privilege_advice(conn, schema, missing)}")
     return {"pgvector": pgvector, "applied": applied_now}
+
+
+def _search_path(conn: psycopg.Connection) -> str:
+    row = conn.execute("SHOW search_path").fetchone()
+    return str(row[0]) if row else "?"
+
+
+def _current_user(conn: psycopg.Connection) -> str:
+    row = conn.execute("SELECT current_user").fetchone()
+    return str(row[0]) if row else "?"
+
+
+def missing_privileges(conn: psycopg.Connection, schema: str) -> list[str]:
+    """What the connected role lacks for full/validate/rollback, one entry per object (e.g.
+    ``INSERT, UPDATE on table documents``); empty when nothing is missing. Building the HNSW index
+    (ownership of documents) is not required: ensure_vector_index() warns instead."""
+    rows = conn.execute(
+        """
+        WITH objs(kind, name, privs) AS (
+          SELECT 'database', current_database()::text, ARRAY['CONNECT', 'TEMPORARY']
+            || CASE WHEN to_regnamespace(%(schema)s) IS NULL THEN ARRAY['CREATE'] ELSE ARRAY[]::text[] END
+          UNION ALL SELECT 'schema', %(schema)s, ARRAY['USAGE']
+          UNION ALL SELECT 'schema', current_schema()::text, ARRAY['USAGE']
+            || CASE WHEN to_regclass('documents') IS NULL THEN ARRAY['CREATE'] ELSE ARRAY[]::text[] END
+          UNION ALL SELECT 'table', c.oid::regclass::text,
+                 CASE WHEN c.relname = 'document_sources' THEN ARRAY['SELECT', 'INSERT', 'UPDATE']
+                      ELSE ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'] END
+            FROM pg_class c
+           WHERE c.relkind IN ('r', 'p') AND (c.oid = to_regclass('documents') OR c.oid = to_regclass('document_sources')
+                 OR c.relnamespace = to_regnamespace(%(schema)s))
+          UNION ALL SELECT 'sequence', c.oid::regclass::text, ARRAY['USAGE']
+            FROM pg_class c WHERE c.relkind = 'S' AND c.relnamespace = to_regnamespace(%(schema)s)
+        )
+        SELECT kind, name, array_agg(p ORDER BY ord) FILTER (WHERE NOT CASE kind
+                 WHEN 'database' THEN has_database_privilege(name, p)
+                 WHEN 'schema' THEN to_regnamespace(name) IS NULL OR has_schema_privilege(name, p)
+                 WHEN 'table' THEN has_table_privilege(name, p)
+                 ELSE has_sequence_privilege(name, p) END)
+          FROM objs, unnest(privs) WITH ORDINALITY AS u(p, ord)
+         GROUP BY kind, name ORDER BY min(ord), kind, name
+        """, {"schema": schema}).fetchall()
+    return [f"{', '.join(r[2])} on {r[0]} {r[1]}" for r in rows if r[2]]
+
+
+def privilege_advice(conn: psycopg.Connection, schema: str, missing: list[str] | None = None) -> str:
+    """What to do about missing privileges: the roles.sql script and the security guide."""
+    if missing is None:
+        try:
+            missing = missing_privileges(conn, schema)
+        except psycopg.Error:
+            conn.rollback()
+            missing = []
+    lacking = f"the role lacks {'; '.join(missing)}; " if missing else ""
+    return (f"{lacking}grant them as doc_migration/storage/roles.sql does (run it once as a superuser) - see "
+            "docs/security.md#least-privilege-role")
+
+
+def explain_error(exc: BaseException, settings: Settings, url: str) -> str:
+    """One redacted line for a failed partition; a missing privilege names itself and the fix."""
+    message = redact(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        try:
+            with connection(url) as conn:
+                advice = privilege_advice(conn, settings.pipeline_schema)
+        except (DatabaseError, psycopg.Error):
+            advice = "see docs/security.md#least-privilege-role"
+        message = f"{message.strip()} ({advice})"
+    return message
 
 
 def vector_index_exists(conn: psycopg.Connection) -> bool:

@@ -142,3 +142,12 @@ def history(settings: Settings, url: str, limit: int = 200) -> list[dict[str, An
     ]
     events.sort(key=lambda e: e["at"], reverse=True)
     return events[:limit]
+
+
+def run_loaded_partitions(settings: Settings, url: str, run_id: str) -> list[str]:
+    """Partitions a run committed a load for (in key order)."""
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        return [r[0] for r in conn.execute(sql.SQL(
+            "SELECT DISTINCT partition_key FROM {}.loads WHERE run_id = %s AND status = 'committed' ORDER BY 1"
+        ).format(s), (run_id,))]

@@ -26,6 +26,7 @@ def test_hostile_files_are_quarantined_within_bounds(parallel: int, hostile_mani
     result = run_cli_measured(["--sources", str(hostile_manifest), "full", "--json", "--parallel", str(parallel)],
                               database_url=database_url, home=tmp_path, timeout=RUN_SECONDS * 1.5,
                               kill_rss=2 * PEAK_RSS)
+    print(f"--parallel {parallel}: {result.seconds:.1f} s, peak RSS of the process tree {result.peak_rss / MiB:.0f} MiB")
     assert result.killed is None, f"watchdog: {result.killed}; stderr:\n{result.stderr[-3000:]}"
     assert result.code == 0, result.stderr[-3000:]
     assert result.seconds < RUN_SECONDS, f"the run took {result.seconds:.1f} s"
@@ -53,7 +54,7 @@ def test_hostile_files_are_quarantined_within_bounds(parallel: int, hostile_mani
     assert others == [], f"sample corpus files quarantined: {others}"
 
     with psycopg.connect(database_url) as conn:
-        by_type = dict(conn.execute("SELECT doc_type, count(DISTINCT metadata->>'source_file') FROM documents "
+        by_type: dict[str, int] = dict(conn.execute("SELECT doc_type, count(DISTINCT metadata->>'source_file') FROM documents "
                                     "GROUP BY doc_type").fetchall())
         hostile_files = {r[0] for r in conn.execute(
             "SELECT DISTINCT metadata->>'source_file' FROM documents WHERE doc_type = 'hostile'")}
