@@ -12,7 +12,7 @@ from typing import Any
 
 from .corpus import DEFAULT_DUMP_DOCS, DEFAULT_SEED, DEFAULT_SIZE_MB
 from .report import write_report
-from .runner import ALL_SCENARIOS, DEFAULT_SCENARIOS, BenchConfig, run_benchmark
+from .runner import ALL_SCENARIOS, DEFAULT_SCENARIOS, BenchConfig, run_benchmark, save_results
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,10 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = BenchConfig(home=home.resolve(), seed=args.seed, size_mb=args.size_mb, dump_docs=args.dump_docs,
                          scenarios=scenarios, changed_share=args.changed_share, tpm_size_mb=args.tpm_size_mb,
                          doc_types=tuple(d for d in args.doc_types.split(",") if d) if args.doc_types else None,
-                         shards=args.shards, tpm=args.tpm, parse_share=args.parse_share, database_url=os.environ.get("DATABASE_URL") or None, keep=args.keep)
+                         shards=args.shards, tpm=args.tpm, parse_share=args.parse_share,
+                         database_url=os.environ.get("DATABASE_URL") or None, keep=args.keep)
     results = run_benchmark(config)
     if args.merge:
         merge(results, args.merge)
+        save_results(config, results)
     if not args.no_report:
         svg = write_report(results, args.out)
         print(f"wrote {args.out} and {svg}", file=sys.stderr)

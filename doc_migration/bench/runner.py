@@ -198,7 +198,8 @@ def run_cli(name: str, args: list[str], home: Path, url: str, config: BenchConfi
             roots = {proc.pid: "doc-migrate"}
             roots.update({h.pid: h.kind for h in helpers or []})
             dbname = str(psycopg.conninfo.conninfo_to_dict(url).get("dbname") or "")
-            sampler = ProcessSampler(roots, pm if local else None, dbname, exclude=exclude, child_kinds={"doc-migrate": "parse workers (forkserver + pool)"})
+            sampler = ProcessSampler(roots, pm if local else None, dbname, exclude=exclude,
+                                     child_kinds={"doc-migrate": "parse workers (forkserver + pool)"})
             sampler.in_index_build = index_flag
             sampler.start()
         timer = threading.Timer(config.run_timeout_s, lambda: proc.kill())
@@ -468,16 +469,16 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
 
                 errors[name] = f"{type(exc).__name__}: {exc}"
                 config.log(f"[{name}] FAILED: {traceback.format_exc()}")
-            _save(config, results)
+            save_results(config, results)
     finally:
         results["total_seconds"] = round(time.perf_counter() - started, 1)
         results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-        _save(config, results)
+        save_results(config, results)
     return results
 
 
-def _save(config: BenchConfig, results: dict[str, Any]) -> None:
+def save_results(config: BenchConfig, results: dict[str, Any]) -> None:
     out = config.home / "results"
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(results, indent=1, default=str)
