@@ -90,6 +90,24 @@ def _select(manifest: Manifest, partitions: Sequence[str] | None, doc_types: Seq
     return keys
 
 
+def _changed_span(settings: Settings, manifest: Manifest, url: str, keys: list[str]) -> list[str]:
+    """The selected partitions from the first to the last one whose files changed since its last
+    load (a make-style skip): an unchanged re-run starts no Dagster run at all, and the unchanged
+    partitions between changed ones cost one cheap no-op each instead of a run per gap."""
+    from psycopg import sql
+
+    from .pipeline.scan import scan
+    from .storage.database import connection
+
+    scans = scan(settings, manifest, keys)
+    with connection(url) as conn:
+        loaded = dict(conn.execute(sql.SQL(
+            "SELECT partition_key, checksum FROM {}.partition_state WHERE partition_key = ANY(%s)").format(
+                sql.Identifier(settings.pipeline_schema)), (keys,)).fetchall())
+    changed = [i for i, k in enumerate(keys) if loaded.get(k) != scans[k].checksum]
+    return keys[changed[0]:changed[-1] + 1] if changed else []
+
+
 def _ranges(all_keys: list[str], selected: list[str]) -> list[tuple[str, str]]:
     """Contiguous key ranges: each becomes one Dagster run (a run per partition costs seconds)."""
     chosen = set(selected)
@@ -141,6 +159,7 @@ def cmd_full(args: argparse.Namespace) -> int:
     migration = MigrationResource(sources=str(settings.sources_path), parallel=args.parallel)
     url = migration.url  # connect and migrate before starting runs: bad config fails fast
     lock_conn = acquire_run_locks(url, keys)
+    run_keys = keys if args.all_partitions else _changed_span(settings, manifest, url, keys)
     instance = _dagster_instance(settings)
     job = defs.resolve_job_def("migrate")
     run_ids: list[str] = []
@@ -149,7 +168,7 @@ def cmd_full(args: argparse.Namespace) -> int:
 
     def execute() -> None:
         try:
-            for first, last in _ranges(manifest.partition_keys(), keys):
+            for first, last in _ranges(manifest.partition_keys(), run_keys):
                 if interrupt.stop_requested():
                     break
                 result = job.execute_in_process(
@@ -189,10 +208,14 @@ def cmd_full(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt()
     summary = ledger.run_summary(settings, url, run_ids, keys)
     summary["seconds"] = round(time.perf_counter() - started, 2)
+    summary["partitions_skipped_unchanged"] = len(keys) - len(run_keys)
     summary["success"] = ok and not summary["failed_partitions"]
     summary["failed_steps"] = failed_steps  # e.g. a blocking validation check
+    run_part = (f"run {summary['run_id']}" if run_ids else
+                f"all {len(keys)} partitions unchanged since their last load, no run started "
+                "(--all-partitions re-runs them; `doc-migrate validate` re-checks)")
     human = (
-        f"doc-migrate full: run {summary['run_id']}: {summary['documents_loaded']} documents loaded, "
+        f"doc-migrate full: {run_part}: {summary['documents_loaded']} documents loaded, "
         f"{summary['documents_unchanged']} unchanged, {summary['quarantined']} quarantined; "
         f"{summary['rows_written']} rows written ({summary['rows_inserted']} inserted, {summary['rows_updated']} "
         f"updated, {summary['rows_deleted']} deleted); {summary['chunks_embedded']} chunks embedded "
@@ -404,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     full.add_argument("--parallel", type=int, default=max(1, min(4, os.cpu_count() or 1)), metavar="N",
                       help="parser processes (default: cores, at most 4)")
     full.add_argument("--dry-run", action="store_true", help="print the plan without embedding or writing")
+    full.add_argument("--all-partitions", action="store_true",
+                      help="run every selected partition, also those unchanged since their last load "
+                           "(by default they are skipped; `doc-migrate validate` re-checks them)")
     full.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     full.set_defaults(func=cmd_full)
 

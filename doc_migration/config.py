@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_MANIFEST = PACKAGE_DIR / "sample_corpus" / "sources.yaml"
 IDENTIFIER_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-OFFLINE_MODEL = "offline-bpe-hash-v1"
+OFFLINE_MODEL = "offline-ngram-hash-v2"
 
 
 class ConfigError(Exception):
@@ -165,6 +165,11 @@ class Settings:
     def model_name(self) -> str:
         """The model recorded on every row and used as the embedding-cache key."""
         return OFFLINE_MODEL if self.embedder == "offline" else self.embedding_model
+
+    @property
+    def vectors_at_load(self) -> bool:
+        """The offline embedder's vectors are computed while loading, never cached (see pipeline/embed.py)."""
+        return self.embedder == "offline"
 
     @classmethod
     def from_env(cls, sources: str | Path | None = None) -> Settings:

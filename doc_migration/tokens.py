@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from bpe_openai import Encoding
@@ -51,10 +51,39 @@ def _count_backend() -> PyTokenizer:
     if _counter is None:
         with _lock:
             if _counter is None:
-                from bpe_openai import _bindings
-
-                _counter = _bindings.tokenizer_for_encoding(ENCODING_NAME)
+                _counter = _load_bindings().tokenizer_for_encoding(ENCODING_NAME)
     return _counter
+
+
+def _load_bindings() -> Any:
+    """The ``bpe_openai._bindings`` extension module, without running ``bpe_openai/__init__``.
+
+    Why: that ``__init__`` eagerly decodes the ranks of three encodings in Python (~1 s of CPU,
+    paid again by every parser worker process) although the Rust tokenizer embeds its own.
+    The module is registered under its real name, so a later ``import bpe_openai`` (for
+    :func:`get_encoding`) reuses it instead of initialising the extension twice.
+    """
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    name = "bpe_openai._bindings"
+    if name in sys.modules:
+        return sys.modules[name]
+    try:
+        package = importlib.util.find_spec("bpe_openai")  # locates the package, runs nothing
+        locations = list(package.submodule_search_locations or []) if package else []
+        spec = importlib.machinery.PathFinder.find_spec(name, locations)
+        if spec is None or spec.loader is None:
+            raise ImportError(name)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except ImportError:
+        from bpe_openai import _bindings
+
+        return _bindings
+    sys.modules[name] = module
+    return module
 
 
 def _pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
@@ -110,9 +139,82 @@ def encode(text: str) -> list[int]:
 
 def count_tokens(text: str) -> int:
     """Number of cl100k_base tokens in ``text``; safe for texts of any length."""
-    if not text:
-        return 0
+    if len(text) <= PIECE_CHARS:  # the common case, without the generator: chunking counts every block
+        if not text:
+            return 0
+        try:
+            return int(_count_backend().count(text))
+        except (UnicodeError, ValueError):
+            return len(_encode_piece(text))
     return sum(_count_piece(piece) for piece in _pieces(text))
+
+
+def _decode_suffix(ids: list[int]) -> str:
+    """Text of the longest suffix of ``ids`` that decodes to whole characters (a cut can fall
+    inside a multi-byte UTF-8 sequence; a character is at most 4 tokens)."""
+    backend = _count_backend()
+    for skip in range(min(4, len(ids))):
+        try:
+            return str(backend.decode(ids[skip:]))
+        except ValueError:
+            continue
+    return ""
+
+
+def _decode_prefix(ids: list[int]) -> str:
+    """Text of the longest prefix of ``ids`` that decodes to whole characters."""
+    backend = _count_backend()
+    for drop in range(min(4, len(ids))):
+        try:
+            return str(backend.decode(ids[:len(ids) - drop]))
+        except ValueError:
+            continue
+    return ""
+
+
+def tail_within_tokens(text: str, n: int) -> str | None:
+    """A suffix of ``text`` of about ``n`` tokens (at token granularity, whole characters), from
+    one encoding of the text's end instead of a search that counts at every probe.
+
+    Not re-counted: callers verify. ``None`` when the fast path cannot tell (text the Rust
+    tokenizer refuses, e.g. lone surrogates), so callers fall back to counting.
+    """
+    if n <= 0 or not text:
+        return ""
+    span = max(64, n * 8)  # ~4 characters per token in prose, more in whitespace-heavy code
+    backend = _count_backend()
+    try:
+        while True:
+            window = text[-span:]
+            ids = backend.encode(window)
+            if len(ids) > n or len(window) == len(text):
+                break
+            span *= 4
+    except (UnicodeError, ValueError):
+        return None
+    if len(ids) <= n:
+        return text
+    tail = _decode_suffix(ids[-n:])
+    return window[len(window) - len(tail):] if tail else ""
+
+
+def prefix_within_tokens(text: str, n: int) -> str | None:
+    """A prefix of ``text`` of about ``n`` tokens from one encoding (see :func:`tail_within_tokens`;
+    the same caveats apply)."""
+    if n <= 0 or not text:
+        return ""
+    backend = _count_backend()
+    ids: list[int] = []
+    try:
+        for piece in _pieces(text):
+            ids.extend(backend.encode(piece))
+            if len(ids) > n:
+                break
+    except (UnicodeError, ValueError):
+        return None
+    if len(ids) <= n:
+        return text
+    return text[:len(_decode_prefix(ids[:n]))]
 
 
 def truncate_to_tokens(text: str, n: int) -> str:

@@ -52,9 +52,11 @@ def clean_snapshot(tmp_path_factory: pytest.TempPathFactory, pg_server_url: str)
     return snapshot(url)
 
 
+# The offline embedder's vectors are computed during the load (never cached), so its runs have no
+# embed-stage failpoints; those are exercised against the test server below.
 CRASH_POINTS = [
-    "scan-after-commit", "parse-file:3", "parse-before-commit:2", "embed-before-commit:2", "embed-after-commit:3",
-    "load-during-write:2", "load-before-commit:5", "load-after-commit:4",
+    "scan-after-commit", "parse-file:3", "parse-before-commit:2",
+    "load-during-write:2", "load-during-write:5", "load-before-commit:5", "load-after-commit:4",
 ]
 
 
@@ -75,7 +77,8 @@ def test_sigkill_anywhere_then_resume_matches_a_clean_run(
         cached = conn.execute("SELECT count(*) FROM doc_migration.embedding_cache").fetchone()
         distinct = conn.execute("SELECT count(DISTINCT md5(content)) FROM documents").fetchone()
     assert idle == (0,) and staged == (0,)
-    assert cached == distinct, "every distinct chunk text is embedded (and cached) exactly once"
+    assert distinct is not None and distinct[0] > 0
+    assert cached == (0,), "offline vectors are recomputed, never stored in the cache"
     again = run_cli(["--sources", str(SAMPLE_MANIFEST), "full", "--json"], database_url=database_url, home=tmp_path)
     assert again.json["rows_written"] == 0 and again.json["chunks_embedded"] == 0
 
@@ -128,11 +131,13 @@ def test_rollback_restores_exact_previous_versions(tmp_path: Path, database_url:
     assert run_cli(["--sources", str(corpus), "rollback", "--run", run1, "--yes"], database_url=database_url,
                    home=tmp_path).code == 0
     assert snapshot(database_url) == {}
-    # Re-running reloads v2 from the cache without embedding anything new.
+    # Re-running reloads v2 exactly. The offline embedder recomputes its (free) vectors instead of
+    # caching them: one per row written, and no tokens; the paid path's cache is tested below.
     before = spend_inputs(database_url)
-    full()
+    redo = full()
     assert snapshot(database_url) == v2
-    assert spend_inputs(database_url) == before
+    assert spend_inputs(database_url) - before == redo["rows_written"] == len(v2)
+    assert redo["tokens_sent"] == 0
     events = run_cli(["--sources", str(corpus), "history", "--json"], database_url=database_url,
                      home=tmp_path).json["events"]
     assert sum(1 for e in events if e["event"] == "rollback") >= 3
@@ -165,10 +170,11 @@ def test_sigterm_finishes_the_partition_then_exits_130_and_resume_completes(
            "DOC_MIGRATION_PAUSE_AT": "load-before-commit:5"}
     proc = subprocess.Popen([sys.executable, "-m", "doc_migration.cli", "--sources", str(SAMPLE_MANIFEST), "full"],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # Every load pauses 5 s before its commit: wait until two partitions are committed and the
-    # third load sits in its transaction, then ask the run to stop.
+    # Every load pauses 5 s before its commit: wait until two partitions are committed and a
+    # load sits in its transaction, then ask the run to stop. Loads run two partitions at a time.
     deadline = time.time() + 180
     paused = False
+    committed = waiting = None
     while time.time() < deadline and not paused:
         time.sleep(0.5)
         try:
@@ -186,13 +192,17 @@ def test_sigterm_finishes_the_partition_then_exits_130_and_resume_completes(
     assert code == 130, proc.stderr.read()[-2000:] if proc.stderr else ""
     with psycopg.connect(database_url) as conn:
         states = conn.execute("SELECT count(*) FROM doc_migration.partition_state").fetchone()
-    assert states is not None and states[0] == 3, "the partition in progress committed; nothing new started"
+    assert committed is not None and waiting is not None and states is not None
+    in_flight_at_signal = committed[0] + waiting[0]
+    assert in_flight_at_signal <= states[0] <= committed[0] + 2, \
+        "the partitions in progress committed (at most the two load workers); nothing new started"
     resumed = run_cli(["--sources", str(SAMPLE_MANIFEST), "full"], database_url=database_url, home=tmp_path)
     assert resumed.code == 0, resumed.stderr[-2000:]
     assert snapshot(database_url) == clean_snapshot
 
 
-@pytest.mark.parametrize("point", ["embed-after-commit:3", "load-before-commit:4", "parse-file:5"])
+@pytest.mark.parametrize("point", ["embed-before-commit:2", "embed-after-commit:3", "load-before-commit:4",
+                                   "parse-file:5"])
 def test_kill_and_resume_never_embeds_a_chunk_twice(point: str, tmp_path: Path, database_url: str,
                                                       corpus: Path) -> None:
     """Against the OpenAI-compatible test server: what was embedded before the crash is never paid again."""

@@ -9,6 +9,7 @@ skipped downstream, the others go on; the run fails at the end if any partition 
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 import dagster as dg
@@ -42,26 +43,49 @@ T = TypeVar("T")
 
 
 def _each_partition(context: AssetExecutionContext, migration: MigrationResource, stage: str,
-                    fn: Callable[[str], T]) -> tuple[dict[str, T], list[str]]:
-    """Run ``fn`` per partition of the run, skipping those an earlier stage failed, recording failures."""
+                    fn: Callable[[str], T], workers: int = 1) -> tuple[dict[str, T], list[str]]:
+    """Run ``fn`` per partition of the run, skipping those an earlier stage failed, recording failures.
+
+    With ``workers`` > 1 that many partitions run at once (each in its own transaction), which
+    hides per-partition round trips and lets the client and PostgreSQL work at the same time.
+    """
     keys = list(context.partition_keys)
     failed_before = ledger.failed_partitions(migration.settings, migration.url, context.run_id)
     results: dict[str, T] = {}
     failed: list[str] = []
-    for i, key in enumerate(keys):
-        interrupt.check()
-        if key in failed_before:
-            failed.append(key)
-            continue
+    todo = [k for k in keys if k not in failed_before]
+    failed.extend(k for k in keys if k in failed_before)
+    done = len(failed)
+
+    def finish(key: str, future: Future[T]) -> None:
+        nonlocal done
         try:
-            results[key] = fn(key)
+            results[key] = future.result()
         except Exception as exc:  # recorded, then the next partition goes on
             message = explain_error(exc, migration.settings, migration.url)
             context.log.error(f"partition {key} failed in {stage}: {message}")
             ledger.record_failure(migration.settings, migration.url, context.run_id, key, stage, message)
             failed.append(key)
-        progress.report(stage, i + 1, len(keys))
-    return results, failed
+        done += 1
+        progress.report(stage, done, len(keys))
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=f"{stage}-partition") as pool:
+        running: dict[Future[T], str] = {}
+        try:
+            for key in todo:
+                while len(running) >= max(1, workers):
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        finish(running.pop(future), future)
+                interrupt.check()  # a stop lets the partitions in flight commit, and starts no new one
+                running[pool.submit(fn, key)] = key
+        finally:
+            for future in list(running):
+                future.exception()  # wait
+                finish(running.pop(future), future)
+    order = {k: i for i, k in enumerate(keys)}
+    failed.sort(key=order.__getitem__)
+    return {k: results[k] for k in keys if k in results}, failed
 
 
 @dg.asset(
@@ -112,7 +136,8 @@ def parsed_docs(context: AssetExecutionContext, migration: MigrationResource) ->
 @dg.asset(
     deps=[parsed_docs], partitions_def=PARTITIONS, backfill_policy=POLICY, group_name=GROUP, owners=OWNERS,
     code_version=CODE_VERSION, kinds={"openai", "postgres"}, pool="embeddings", op_tags=k8s_resources("1", "2Gi"),
-    description="Vectors for every staged chunk, from the embedding cache or the configured embedder.",
+    description="Vectors for every staged chunk, from the embedding cache or the configured embedder (the offline "
+                "embedder's are computed while loading: cheaper than storing them).",
 )
 def embeddings(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
     start = time.perf_counter()
@@ -125,6 +150,7 @@ def embeddings(context: AssetExecutionContext, migration: MigrationResource) -> 
         "chunks_embedded": sum(r.embedded for r in results.values()),
         "cache_hits": sum(r.cache_hits for r in results.values()),
         "carried_over": sum(r.carried for r in results.values()),
+        "computed_at_load": sum(r.deferred for r in results.values()),
         "tokens_sent": sum(r.tokens for r in results.values()),
         "requests": sum(r.requests for r in results.values()),
         "retries": sum(r.retries for r in results.values()),
@@ -140,8 +166,9 @@ def embeddings(context: AssetExecutionContext, migration: MigrationResource) -> 
 )
 def loaded_rows(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
     start = time.perf_counter()
+    embedder = migration.embedder
     results, failed = _each_partition(context, migration, "load", lambda key: load_partition(
-        migration.settings, migration.url, key, context.run_id))
+        migration.settings, migration.url, key, context.run_id, embedder), workers=min(2, migration.parallel))
     index_built = False
     if any(r.status == "loaded" for r in results.values()):
         index_built = ensure_vector_index(migration.url, migration.settings.embedding_dims)
@@ -175,9 +202,14 @@ def validation_report(context: AssetExecutionContext, migration: MigrationResour
     # The run's report covers what the run changed (plus the cheap whole-database checks);
     # `doc-migrate validate` reports on everything.
     changed = ledger.run_loaded_partitions(migration.settings, migration.url, context.run_id)
+    # The run's asset checks have computed most results already (same partitions, same settings):
+    # reuse them rather than validating everything twice.
+    from .checks import run_check_results  # checks.py imports this module
+
     report = build_report(migration.settings, migration.url, changed or list(context.partition_keys),
                           context.run_id, embedder=migration.embedder, manifest=migration.manifest,
-                          only=None if changed else ["counts", "checksums", "orphans", "rolled_back"])
+                          only=None if changed else ["counts", "checksums", "orphans", "rolled_back"],
+                          reuse=run_check_results(context))
     folder = migration.settings.home / "reports"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"validation-{context.run_id}.json"

@@ -9,9 +9,12 @@ evaluate every loaded partition of the manifest, with sampling where a full pass
 ``embeddings`` checks look at what the run staged, before anything is paid for or replaced.
 """
 
+import json
+import time
 from typing import Any
 
 import dagster as dg
+from dagster._core.events import DagsterEventType
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -107,7 +110,53 @@ def _loaded_check(name: str, migration: MigrationResource,
     result = run_check(name, migration.settings, migration.url, keys, config=_config(migration),
                        manifest=migration.manifest, embedder=migration.embedder if name == "retrieval" else None,
                        require_loaded=False)
-    return _result(result, partitions_checked=len(keys))
+    # The whole result (findings capped at validation.max_findings) for the run's validation_report to reuse.
+    full = json.loads(json.dumps(result, default=str))
+    return _result(result, partitions_checked=len(keys), **{RESULT_KEY: dg.MetadataValue.json(full)})
+
+
+RESULT_KEY = "check_result"
+REUSE_WAIT_SECONDS = 300.0  # a check step that died without an event must not stall the report for long
+_STEP_EVENTS = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE,
+                DagsterEventType.STEP_SKIPPED, DagsterEventType.STEP_UP_FOR_RETRY}
+
+
+def run_check_results(context: dg.AssetExecutionContext, wait_seconds: float = REUSE_WAIT_SECONDS,
+                      poll_seconds: float = 1.0) -> dict[str, dict[str, Any]]:
+    """The full results of the ``loaded_rows`` checks this run has evaluated, by check name, for the
+    validation report to reuse instead of running every check a second time (it doubled the cost of
+    validation). Non-blocking checks may still be running in parallel steps: those are waited for
+    (recomputing one beside itself would only split the CPU); checks that have not started are left
+    to the report. Any problem reading the event log means nothing is reused, never a failed report."""
+    step_suffixes = {f"_{next(iter(c.check_specs)).name}" for c in CHECKS}
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            records = context.instance.get_records_for_run(
+                context.run_id, of_type={DagsterEventType.ASSET_CHECK_EVALUATION, *_STEP_EVENTS}).records
+        except Exception as exc:  # an event log we cannot read: the report computes every check itself
+            context.log.warning(f"cannot read this run's asset check results ({type(exc).__name__}); "
+                                "the report runs every check itself")
+            return {}
+        results: dict[str, dict[str, Any]] = {}
+        running: set[str] = set()
+        for record in records:
+            event = record.event_log_entry.dagster_event
+            if event is None:
+                continue
+            if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+                value = getattr(event.event_specific_data, "metadata", {}).get(RESULT_KEY)
+                data = getattr(value, "data", None)
+                if isinstance(data, dict) and isinstance(data.get("name"), str):
+                    results[data["name"]] = data
+            elif event.step_key and event.step_key.endswith(tuple(step_suffixes)):
+                if event.event_type == DagsterEventType.STEP_START:
+                    running.add(event.step_key)
+                else:
+                    running.discard(event.step_key)
+        if not running or time.monotonic() >= deadline:
+            return results
+        time.sleep(poll_seconds)
 
 
 @dg.asset_check(asset=loaded_rows, blocking=True,

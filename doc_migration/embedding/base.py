@@ -41,6 +41,7 @@ class Embedder(Protocol):
     model: str
     dims: int
     stats: EmbedStats
+    cacheable: bool  # False: vectors are recomputed at load time instead of stored in the cache
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Return an array of shape (len(texts), dims), float32, rows in the order of ``texts``."""

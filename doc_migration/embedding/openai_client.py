@@ -202,6 +202,8 @@ class OpenAIEmbedder:
     to text-embedding-3-* models, the only ones that accept it.
     """
 
+    cacheable = True  # every vector is paid for: keep it
+
     def __init__(
         self,
         model: str = "text-embedding-3-large",

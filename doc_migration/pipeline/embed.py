@@ -3,6 +3,10 @@
 The cache is keyed by (model, dims, sha256 of the text), so a re-run, a rollback followed by a
 redo, or the same text under another path costs nothing. Each batch commits on its own: a crash
 loses at most the batch in flight, and the next run resumes from the cache.
+
+An embedder that is not ``cacheable`` (the offline one: recomputing costs less than writing and
+reading back 12 kB per vector) is not called here; the load stage computes its vectors while it
+streams the rows into ``documents``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class EmbedResult:
     cache_hits: int = 0
     carried: int = 0
     embedded: int = 0
+    deferred: int = 0  # vectors the load stage computes (embedder not cacheable)
     tokens: int = 0
     requests: int = 0
     retries: int = 0
@@ -58,6 +63,21 @@ def _store(conn: psycopg.Connection, schema: sql.Identifier, model: str, dims: i
             "SELECT %s, %s, text_sha, embedding FROM _emb ON CONFLICT DO NOTHING").format(schema), (model, dims))
 
 
+def record_spend(conn: psycopg.Connection, schema: sql.Identifier, run_id: str, key: str, model: str, *,
+                 inputs: int = 0, cache_hits: int = 0, tokens: int = 0, requests: int = 0, retries: int = 0,
+                 seconds: float = 0.0) -> None:
+    """Add to the run's spend for a partition (the embed stage and, for vectors computed while
+    loading, the load stage both report here); the caller commits."""
+    conn.execute(sql.SQL(
+        "INSERT INTO {}.embedding_spend (run_id, partition_key, model, inputs, cache_hits, tokens, requests, "
+        "retries, seconds) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (run_id, partition_key) DO UPDATE SET "
+        "inputs = embedding_spend.inputs + EXCLUDED.inputs, "
+        "cache_hits = greatest(embedding_spend.cache_hits, EXCLUDED.cache_hits), "
+        "tokens = embedding_spend.tokens + EXCLUDED.tokens, requests = embedding_spend.requests + EXCLUDED.requests, "
+        "retries = embedding_spend.retries + EXCLUDED.retries, seconds = embedding_spend.seconds + EXCLUDED.seconds"
+    ).format(schema), (run_id, key, model, inputs, cache_hits, tokens, requests, retries, seconds))
+
+
 def embed_partition(settings: Settings, url: str, key: str, run_id: str, embedder: Embedder) -> EmbedResult:
     schema = sql.Identifier(settings.pipeline_schema)
     start = time.perf_counter()
@@ -69,6 +89,11 @@ def embed_partition(settings: Settings, url: str, key: str, run_id: str, embedde
             "WHERE partition_key = %s").format(schema), (key,)).fetchone()
         assert counts is not None
         result.chunks, result.carried = int(counts[0]), int(counts[1])
+        if not getattr(embedder, "cacheable", True):
+            conn.rollback()
+            result.deferred = result.chunks - result.carried
+            result.seconds = time.perf_counter() - start
+            return result
         missing = conn.execute(sql.SQL(
             "SELECT DISTINCT ON (s.text_sha) s.text_sha, s.content, s.token_count FROM {schema}.staged_chunks s "
             "WHERE s.partition_key = %s AND s.carried_embedding IS NULL AND NOT EXISTS ("
@@ -94,13 +119,7 @@ def embed_partition(settings: Settings, url: str, key: str, run_id: str, embedde
         result.requests = spent.requests - before.requests
         result.retries = spent.retries - before.retries
         result.seconds = time.perf_counter() - start
-        conn.execute(sql.SQL(
-            "INSERT INTO {}.embedding_spend (run_id, partition_key, model, inputs, cache_hits, tokens, requests, "
-            "retries, seconds) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (run_id, partition_key) DO UPDATE SET "
-            "inputs = embedding_spend.inputs + EXCLUDED.inputs, cache_hits = EXCLUDED.cache_hits, "
-            "tokens = embedding_spend.tokens + EXCLUDED.tokens, requests = embedding_spend.requests + EXCLUDED.requests, "
-            "retries = embedding_spend.retries + EXCLUDED.retries, seconds = embedding_spend.seconds + EXCLUDED.seconds"
-        ).format(schema), (run_id, key, model, result.embedded, result.cache_hits, result.tokens, result.requests,
-                           result.retries, result.seconds))
+        record_spend(conn, schema, run_id, key, model, inputs=result.embedded, cache_hits=result.cache_hits,
+                     tokens=result.tokens, requests=result.requests, retries=result.retries, seconds=result.seconds)
         conn.commit()
     return result

@@ -4,22 +4,40 @@ One transaction per partition holds the row changes, the undo records (what the 
 the quarantine list, the ledger row and the clean-up of the staging tables: after a crash the
 partition is either fully at its new version or fully at its previous one. Only rows whose
 content, metadata or embedding changed are written, so an unchanged re-run writes nothing.
+
+Two ways to write, same result:
+- *fresh* (the partition owns no rows yet: a first load or after a full rollback): rows go straight
+  into ``documents``, with no change detection, no temporary copies, and vectors of a non-cacheable
+  embedder computed in a reader thread while the rows stream in through binary COPY;
+- *merge* (anything else, or a fresh load that meets rows it does not own): compare with what is
+  stored, keep undo data, and write only what changed.
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from ..config import Settings
+from ..embedding.base import Embedder
 from ..storage.database import connection
+from .embed import record_spend
 from .faults import crash_point
 
 UNDO_KEPT_LOADS = 3  # per partition: how many past loads can still be rolled back
+STREAM_BATCH = 128  # rows per embed call and queue item in the streaming write (~2 MB with vectors)
+DOC_COLUMNS = "id, doc_type, source_name, doc_path, content, metadata, embedding, token_count"
+DOC_TYPES = ["uuid", "text", "text", "text", "text", "jsonb", "vector", "int4"]
 
 
 class PartitionBusy(Exception):
@@ -62,9 +80,231 @@ def _state_json(conn: psycopg.Connection, s: sql.Identifier, key: str) -> str | 
     return row[0] if row else None
 
 
-def load_partition(settings: Settings, url: str, key: str, run_id: str) -> LoadResult:
+def _has_vector(s: sql.Identifier) -> sql.Composed:
+    """SQL: the staged row ``st`` has a vector on the server (carried over, or in the cache)."""
+    return sql.SQL(
+        "(st.carried_embedding IS NOT NULL OR EXISTS (SELECT 1 FROM {}.embedding_cache c "
+        "WHERE c.model = %(model)s AND c.dims = %(dims)s AND c.text_sha = st.text_sha))").format(s)
+
+
+def _as_is(text: Any) -> str:
+    """The metadata is already JSON text (read as ``metadata::text``): pass it through unparsed."""
+    return str(text)
+
+
+def _check_vectors(vectors: np.ndarray, n: int, dims: int) -> None:
+    if vectors.shape != (n, dims) or not np.all(np.isfinite(vectors)):
+        raise RuntimeError(f"embedder returned {vectors.shape} for {n} inputs of {dims} dimensions")
+
+
+def _stream(url: str, query: sql.Composed, params: dict[str, Any], embedder: Embedder,
+            stop: threading.Event, out: queue.Queue[Any]) -> None:
+    """Reader thread: staged rows in batches from a second connection, with their vectors computed
+    here, so PostgreSQL ingests one batch while the next is embedded. Ends with None or an exception."""
+    try:
+        with connection(url) as rconn, rconn.cursor(name="doc_migration_load_stream") as cur:
+            cur.execute(query, params)
+            while not stop.is_set():
+                rows = cur.fetchmany(STREAM_BATCH)
+                if not rows:
+                    break
+                vectors = embedder.embed([r[4] for r in rows])
+                _check_vectors(vectors, len(rows), embedder.dims)
+                while not stop.is_set():
+                    try:
+                        out.put((rows, vectors), timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+        out.put(None)
+    except BaseException as exc:  # handed to the writer, which raises it
+        out.put(exc)
+
+
+def _streamed(url: str, query: sql.Composed, params: dict[str, Any],
+              embedder: Embedder) -> Iterator[tuple[list[tuple[Any, ...]], np.ndarray]]:
+    q: queue.Queue[Any] = queue.Queue(maxsize=2)  # bounded: memory stays at a few batches
+    stop = threading.Event()
+    reader = threading.Thread(target=_stream, args=(url, query, params, embedder, stop, q),
+                              name="load-stream", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while reader.is_alive():
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        reader.join()
+
+
+def _write_fresh(conn: psycopg.Connection, url: str, s: sql.Identifier, settings: Settings, key: str,
+                 load_id: int, compute: Embedder | None) -> tuple[int, int]:
+    """All staged rows are inserts: write them directly. Returns (rows inserted, vectors computed)."""
+    params = {"key": key, "model": settings.model_name, "dims": settings.embedding_dims, "load_id": load_id}
+    inserted = conn.execute(sql.SQL(
+        "INSERT INTO documents ({cols}) SELECT st.id, st.doc_type, st.source_name, st.doc_path, st.content, "
+        "st.metadata, coalesce(st.carried_embedding, c.embedding), st.token_count FROM {s}.staged_chunks st "
+        "LEFT JOIN {s}.embedding_cache c ON st.carried_embedding IS NULL AND c.model = %(model)s "
+        "AND c.dims = %(dims)s AND c.text_sha = st.text_sha "
+        "WHERE st.partition_key = %(key)s AND (st.carried_embedding IS NOT NULL OR c.text_sha IS NOT NULL)"
+    ).format(cols=sql.SQL(DOC_COLUMNS), s=s), params).rowcount
+    computed = 0
+    if compute is not None:
+        query = sql.SQL(
+            "SELECT st.id, st.doc_type, st.source_name, st.doc_path, st.content, st.metadata::text, st.token_count "
+            "FROM {s}.staged_chunks st WHERE st.partition_key = %(key)s AND NOT {has}").format(
+                s=s, has=_has_vector(s))
+        with conn.cursor() as cur, cur.copy(sql.SQL("COPY documents ({}) FROM STDIN WITH (FORMAT BINARY)").format(
+                sql.SQL(DOC_COLUMNS))) as copy:
+            copy.set_types(DOC_TYPES)
+            for rows, vectors in _streamed(url, query, params, compute):
+                for r, v in zip(rows, vectors, strict=True):
+                    copy.write_row((r[0], r[1], r[2], r[3], r[4], Jsonb(r[5], dumps=_as_is), v, r[6]))
+                computed += len(rows)
+                crash_point("load-during-write")
+        inserted += computed
+    conn.execute(sql.SQL(
+        "INSERT INTO {s}.partition_rows (partition_key, document_id, doc_type, source_name, doc_path, source_file, "
+        "document_path, text_sha, embed_key) SELECT partition_key, id, doc_type, source_name, doc_path, source_file, "
+        "document_path, text_sha, CASE WHEN carried_embedding IS NOT NULL THEN 'carried' ELSE %(model)s END "
+        "FROM {s}.staged_chunks WHERE partition_key = %(key)s").format(s=s), params)
+    conn.execute(sql.SQL(
+        "INSERT INTO {s}.load_undo (load_id, document_id, op, doc_type, source_name, doc_path) "
+        "SELECT %(load_id)s, id, 'insert', doc_type, source_name, doc_path FROM {s}.staged_chunks "
+        "WHERE partition_key = %(key)s").format(s=s), params)
+    return inserted, computed
+
+
+def _merge(conn: psycopg.Connection, s: sql.Identifier, settings: Settings, key: str, scope: list[str],
+           load_id: int, compute: Embedder | None) -> tuple[int, int, int, int, int]:
+    """Compare with what the partition holds and write only the difference, with undo data.
+    Returns (inserted, updated, deleted, documents written, vectors computed)."""
+    params = {"key": key, "model": settings.model_name, "dims": settings.embedding_dims, "load_id": load_id,
+              "scope": scope}
+    conn.execute(sql.SQL(
+        "CREATE TEMP TABLE _new ON COMMIT DROP AS "
+        "SELECT st.id, st.doc_type, st.source_name, st.doc_path, st.source_file, st.document_path, st.content, "
+        "       st.metadata, st.text_sha, st.token_count, "
+        "       CASE WHEN st.carried_embedding IS NOT NULL THEN 'carried' ELSE %(model)s END AS embed_key, "
+        "       {has} AS has_vector "
+        "FROM {s}.staged_chunks st WHERE st.partition_key = %(key)s").format(s=s, has=_has_vector(s)), params)
+    # Rows this partition owned (for these sources) that the new version no longer has.
+    conn.execute(sql.SQL(
+        "CREATE TEMP TABLE _gone ON COMMIT DROP AS SELECT pr.* FROM {s}.partition_rows pr "
+        "WHERE pr.partition_key = %(key)s AND pr.source_name = ANY(%(scope)s) AND NOT EXISTS (SELECT 1 FROM _new n "
+        "WHERE n.doc_type = pr.doc_type AND n.source_name = pr.source_name AND n.doc_path = pr.doc_path)"
+    ).format(s=s), params)
+    # New rows whose content, metadata or embedding differ from what is stored.
+    conn.execute(sql.SQL(
+        "CREATE TEMP TABLE _changed ON COMMIT DROP AS SELECT n.* FROM _new n WHERE NOT EXISTS ("
+        "  SELECT 1 FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
+        "  WHERE pr.doc_type = n.doc_type AND pr.source_name = n.source_name AND pr.doc_path = n.doc_path "
+        "    AND pr.partition_key = %(key)s AND pr.text_sha = n.text_sha AND pr.embed_key = n.embed_key "
+        "    AND d.content = n.content AND d.metadata = n.metadata AND d.token_count = n.token_count "
+        "    AND d.embedding IS NOT NULL)").format(s=s), params)
+    # A changed row whose exact text is stored already (metadata changed, chunk renumbered, file
+    # moved) keeps that vector: same model, same text, same vector; nothing is recomputed or paid.
+    conn.execute("CREATE TEMP TABLE _vec (id uuid PRIMARY KEY, embedding vector) ON COMMIT DROP")
+    conn.execute(sql.SQL(
+        "INSERT INTO _vec (id, embedding) SELECT DISTINCT ON (ch.id) ch.id, d.embedding FROM _changed ch "
+        "JOIN {s}.partition_rows pr ON pr.text_sha = ch.text_sha AND pr.embed_key = ch.embed_key "
+        "JOIN documents d ON d.id = pr.document_id "
+        "WHERE NOT ch.has_vector AND d.embedding IS NOT NULL AND vector_dims(d.embedding) = %(dims)s").format(s=s),
+        params)
+    missing = conn.execute("SELECT count(*) FROM _changed ch WHERE NOT ch.has_vector "
+                           "AND NOT EXISTS (SELECT 1 FROM _vec v WHERE v.id = ch.id)").fetchone()
+    if compute is None and missing and missing[0]:
+        raise RuntimeError(f"partition {key}: {missing[0]} staged chunks have no embedding; run the embeddings step")
+
+    undo_cols = sql.SQL(
+        "load_id, document_id, op, doc_type, source_name, doc_path, content, metadata, embedding, token_count, "
+        "created_at, updated_at, prev_partition_key, prev_source_file, prev_document_path, prev_text_sha, "
+        "prev_embed_key")
+    conn.execute(sql.SQL(
+        "INSERT INTO {s}.load_undo ({cols}) SELECT %(load_id)s, d.id, 'delete', d.doc_type, d.source_name, "
+        "d.doc_path, d.content, d.metadata, d.embedding, d.token_count, d.created_at, d.updated_at, g.partition_key, "
+        "g.source_file, g.document_path, g.text_sha, g.embed_key FROM _gone g JOIN documents d ON d.id = g.document_id"
+    ).format(s=s, cols=undo_cols), params)
+    conn.execute(sql.SQL(
+        "INSERT INTO {s}.load_undo ({cols}) SELECT %(load_id)s, coalesce(d.id, c.id), "
+        "CASE WHEN d.id IS NULL THEN 'insert' ELSE 'update' END, c.doc_type, c.source_name, c.doc_path, "
+        "d.content, d.metadata, d.embedding, d.token_count, d.created_at, d.updated_at, pr.partition_key, "
+        "pr.source_file, pr.document_path, pr.text_sha, pr.embed_key FROM _changed c "
+        "LEFT JOIN documents d ON d.doc_type = c.doc_type AND d.source_name = c.source_name AND d.doc_path = c.doc_path "
+        "LEFT JOIN {s}.partition_rows pr ON pr.doc_type = c.doc_type AND pr.source_name = c.source_name "
+        "  AND pr.doc_path = c.doc_path").format(s=s, cols=undo_cols), params)
+
+    deleted = conn.execute("DELETE FROM documents d USING _gone g WHERE d.id = g.document_id").rowcount
+    crash_point("load-during-write")
+    conn.execute(sql.SQL("DELETE FROM {s}.partition_rows pr USING _gone g WHERE pr.partition_key = g.partition_key "
+                         "AND pr.document_id = g.document_id").format(s=s))
+    computed = 0
+    if compute is not None and missing and missing[0]:
+        after = None
+        while True:  # keyset pages: the temp tables are visible to this connection only
+            rows = conn.execute(
+                "SELECT id, content FROM _changed ch WHERE NOT has_vector AND (%s::uuid IS NULL OR id > %s::uuid) "
+                "AND NOT EXISTS (SELECT 1 FROM _vec v WHERE v.id = ch.id) ORDER BY id LIMIT %s",
+                (after, after, STREAM_BATCH)).fetchall()
+            if not rows:
+                break
+            vectors = compute.embed([r[1] for r in rows])
+            _check_vectors(vectors, len(rows), compute.dims)
+            with conn.cursor() as cur, cur.copy("COPY _vec (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.set_types(["uuid", "vector"])
+                for r, v in zip(rows, vectors, strict=True):
+                    copy.write_row((r[0], v))
+            computed += len(rows)
+            after = rows[-1][0]
+    written = conn.execute(sql.SQL(
+        "WITH up AS ("
+        "  INSERT INTO documents ({cols}) "
+        "  SELECT ch.id, ch.doc_type, ch.source_name, ch.doc_path, ch.content, ch.metadata, "
+        "    coalesce(st.carried_embedding, c.embedding, v.embedding), ch.token_count FROM _changed ch "
+        "  JOIN {s}.staged_chunks st ON st.partition_key = %(key)s AND st.doc_type = ch.doc_type "
+        "    AND st.source_name = ch.source_name AND st.doc_path = ch.doc_path "
+        "  LEFT JOIN {s}.embedding_cache c ON st.carried_embedding IS NULL AND c.model = %(model)s "
+        "    AND c.dims = %(dims)s AND c.text_sha = ch.text_sha "
+        "  LEFT JOIN _vec v ON v.id = ch.id "
+        "  ON CONFLICT (doc_type, source_name, doc_path) DO UPDATE SET content = EXCLUDED.content, "
+        "    metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding, token_count = EXCLUDED.token_count, "
+        "    updated_at = now() "
+        "  RETURNING id, doc_type, source_name, doc_path, (xmax = 0) AS inserted"
+        "), own AS ("
+        "  INSERT INTO {s}.partition_rows (partition_key, document_id, doc_type, source_name, doc_path, source_file,"
+        "    document_path, text_sha, embed_key) "
+        "  SELECT %(key)s, up.id, c.doc_type, c.source_name, c.doc_path, c.source_file, c.document_path, c.text_sha, "
+        "    c.embed_key FROM up JOIN _changed c USING (doc_type, source_name, doc_path) "
+        "  ON CONFLICT (doc_type, source_name, doc_path) DO UPDATE SET partition_key = EXCLUDED.partition_key, "
+        "    document_id = EXCLUDED.document_id, source_file = EXCLUDED.source_file, "
+        "    document_path = EXCLUDED.document_path, text_sha = EXCLUDED.text_sha, embed_key = EXCLUDED.embed_key "
+        "  RETURNING 1"
+        ") SELECT count(*) FILTER (WHERE up.inserted), count(*) FILTER (WHERE NOT up.inserted), "
+        "  count(DISTINCT c.document_path), (SELECT count(*) FROM own) "
+        "FROM up JOIN _changed c USING (doc_type, source_name, doc_path)"
+    ).format(cols=sql.SQL(DOC_COLUMNS), s=s), params).fetchone()
+    assert written is not None
+    return int(written[0]), int(written[1]), deleted, int(written[2]), computed
+
+
+def load_partition(settings: Settings, url: str, key: str, run_id: str,
+                   embedder: Embedder | None = None) -> LoadResult:
+    """``embedder`` is needed only when it is not cacheable: its vectors are computed here."""
     s = sql.Identifier(settings.pipeline_schema)
     start = time.perf_counter()
+    compute = embedder if embedder is not None and not getattr(embedder, "cacheable", True) else None
+    if compute is not None and (compute.model, compute.dims) != (settings.model_name, settings.embedding_dims):
+        raise RuntimeError(f"embedder {compute.model}/{compute.dims} does not match the settings "
+                           f"{settings.model_name}/{settings.embedding_dims}")
     with connection(url) as conn:
         lock_partition_xact(conn, key)
         staged = conn.execute(sql.SQL(
@@ -78,20 +318,6 @@ def load_partition(settings: Settings, url: str, key: str, run_id: str) -> LoadR
                 return LoadResult(key, "unchanged", documents=state[0], chunks=state[1])
             return LoadResult(key, "nothing-staged")
         checksum, files, documents, chunks, quarantine, staged_at, scope = staged
-
-        conn.execute(sql.SQL(
-            "CREATE TEMP TABLE _new ON COMMIT DROP AS "
-            "SELECT st.id, st.doc_type, st.source_name, st.doc_path, st.source_file, st.document_path, st.content, "
-            "       st.metadata, st.text_sha, st.token_count, "
-            "       coalesce(st.carried_embedding, c.embedding) AS embedding, "
-            "       CASE WHEN st.carried_embedding IS NOT NULL THEN 'carried' ELSE %s END AS embed_key "
-            "FROM {s}.staged_chunks st LEFT JOIN {s}.embedding_cache c "
-            "  ON c.model = %s AND c.dims = %s AND c.text_sha = st.text_sha "
-            "WHERE st.partition_key = %s").format(s=s),
-            (settings.model_name, settings.model_name, settings.embedding_dims, key))
-        missing = conn.execute("SELECT count(*) FROM _new WHERE embedding IS NULL").fetchone()
-        if missing and missing[0]:
-            raise RuntimeError(f"partition {key}: {missing[0]} staged chunks have no embedding; run the embeddings step")
 
         prev_quarantine = conn.execute(sql.SQL(
             "SELECT coalesce(json_agg(row_to_json(q)), '[]'::json)::text FROM {}.quarantine q "
@@ -107,71 +333,37 @@ def load_partition(settings: Settings, url: str, key: str, run_id: str) -> LoadR
         assert row is not None
         load_id = int(row[0])
 
-        # Rows this partition owned (for these sources) that the new version no longer has.
-        conn.execute(sql.SQL(
-            "CREATE TEMP TABLE _gone ON COMMIT DROP AS SELECT pr.* FROM {s}.partition_rows pr "
-            "WHERE pr.partition_key = %s AND pr.source_name = ANY(%s) AND NOT EXISTS (SELECT 1 FROM _new n "
-            "WHERE n.doc_type = pr.doc_type AND n.source_name = pr.source_name AND n.doc_path = pr.doc_path)"
-        ).format(s=s), (key, scope))
-        # New rows whose content, metadata or embedding differ from what is stored.
-        conn.execute(sql.SQL(
-            "CREATE TEMP TABLE _changed ON COMMIT DROP AS SELECT n.* FROM _new n WHERE NOT EXISTS ("
-            "  SELECT 1 FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
-            "  WHERE pr.doc_type = n.doc_type AND pr.source_name = n.source_name AND pr.doc_path = n.doc_path "
-            "    AND pr.partition_key = %s AND pr.text_sha = n.text_sha AND pr.embed_key = n.embed_key "
-            "    AND d.content = n.content AND d.metadata = n.metadata AND d.token_count = n.token_count "
-            "    AND d.embedding IS NOT NULL)").format(s=s), (key,))
+        outcome: tuple[int, int, int, int, int] | None = None
+        owns_rows = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.partition_rows WHERE partition_key = %s)")
+                                 .format(s), (key,)).fetchone()
+        if owns_rows is not None and not owns_rows[0]:
+            if compute is None:
+                missing = conn.execute(sql.SQL(
+                    "SELECT count(*) FROM {s}.staged_chunks st WHERE st.partition_key = %(key)s AND NOT {has}").format(
+                        s=s, has=_has_vector(s)),
+                    {"key": key, "model": settings.model_name, "dims": settings.embedding_dims}).fetchone()
+                if missing and missing[0]:
+                    raise RuntimeError(f"partition {key}: {missing[0]} staged chunks have no embedding; "
+                                       "run the embeddings step")
+            try:
+                with conn.transaction():  # a savepoint: rows owned elsewhere send the load to the merge path
+                    inserted, computed = _write_fresh(conn, url, s, settings, key, load_id, compute)
+                    docs = conn.execute(sql.SQL(
+                        "SELECT count(DISTINCT document_path) FROM {}.staged_chunks WHERE partition_key = %s").format(s),
+                        (key,)).fetchone()
+                outcome = (inserted, 0, 0, int(docs[0]) if docs else 0, computed)
+            except psycopg.errors.UniqueViolation:
+                outcome = None
+        if outcome is None:
+            outcome = _merge(conn, s, settings, key, list(scope), load_id, compute)
+        inserted, updated, deleted, docs_written, computed = outcome
 
-        undo_cols = sql.SQL(
-            "load_id, document_id, op, doc_type, source_name, doc_path, content, metadata, embedding, token_count, "
-            "created_at, updated_at, prev_partition_key, prev_source_file, prev_document_path, prev_text_sha, "
-            "prev_embed_key")
         conn.execute(sql.SQL(
-            "INSERT INTO {s}.load_undo ({cols}) SELECT %s, d.id, 'delete', d.doc_type, d.source_name, d.doc_path, "
-            "d.content, d.metadata, d.embedding, d.token_count, d.created_at, d.updated_at, g.partition_key, "
-            "g.source_file, g.document_path, g.text_sha, g.embed_key FROM _gone g JOIN documents d ON d.id = g.document_id"
-        ).format(s=s, cols=undo_cols), (load_id,))
-        conn.execute(sql.SQL(
-            "INSERT INTO {s}.load_undo ({cols}) SELECT %s, coalesce(d.id, c.id), "
-            "CASE WHEN d.id IS NULL THEN 'insert' ELSE 'update' END, c.doc_type, c.source_name, c.doc_path, "
-            "d.content, d.metadata, d.embedding, d.token_count, d.created_at, d.updated_at, pr.partition_key, "
-            "pr.source_file, pr.document_path, pr.text_sha, pr.embed_key FROM _changed c "
-            "LEFT JOIN documents d ON d.doc_type = c.doc_type AND d.source_name = c.source_name AND d.doc_path = c.doc_path "
-            "LEFT JOIN {s}.partition_rows pr ON pr.doc_type = c.doc_type AND pr.source_name = c.source_name "
-            "  AND pr.doc_path = c.doc_path").format(s=s, cols=undo_cols), (load_id,))
-
-        deleted = conn.execute("DELETE FROM documents d USING _gone g WHERE d.id = g.document_id").rowcount
-        crash_point("load-during-write")
-        conn.execute(sql.SQL("DELETE FROM {s}.partition_rows pr USING _gone g WHERE pr.partition_key = g.partition_key "
-                             "AND pr.document_id = g.document_id").format(s=s))
-        written = conn.execute(sql.SQL(
-            "WITH up AS ("
-            "  INSERT INTO documents (id, doc_type, source_name, doc_path, content, metadata, embedding, token_count) "
-            "  SELECT id, doc_type, source_name, doc_path, content, metadata, embedding, token_count FROM _changed "
-            "  ON CONFLICT (doc_type, source_name, doc_path) DO UPDATE SET content = EXCLUDED.content, "
-            "    metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding, token_count = EXCLUDED.token_count, "
-            "    updated_at = now() "
-            "  RETURNING id, doc_type, source_name, doc_path, (xmax = 0) AS inserted"
-            "), own AS ("
-            "  INSERT INTO {s}.partition_rows (partition_key, document_id, doc_type, source_name, doc_path, source_file,"
-            "    document_path, text_sha, embed_key) "
-            "  SELECT %s, up.id, c.doc_type, c.source_name, c.doc_path, c.source_file, c.document_path, c.text_sha, "
-            "    c.embed_key FROM up JOIN _changed c USING (doc_type, source_name, doc_path) "
-            "  ON CONFLICT (doc_type, source_name, doc_path) DO UPDATE SET partition_key = EXCLUDED.partition_key, "
-            "    document_id = EXCLUDED.document_id, source_file = EXCLUDED.source_file, "
-            "    document_path = EXCLUDED.document_path, text_sha = EXCLUDED.text_sha, embed_key = EXCLUDED.embed_key "
-            "  RETURNING 1"
-            ") SELECT count(*) FILTER (WHERE up.inserted), count(*) FILTER (WHERE NOT up.inserted), "
-            "  count(DISTINCT c.document_path), (SELECT count(*) FROM own) "
-            "FROM up JOIN _changed c USING (doc_type, source_name, doc_path)"
-        ).format(s=s), (key,)).fetchone()
-        assert written is not None
-        inserted, updated, docs_written = int(written[0]), int(written[1]), int(written[2])
-
-        conn.execute(
             "INSERT INTO document_sources (doc_type, source_name, config, enabled, last_updated) "
-            "SELECT DISTINCT doc_type, source_name, '{\"managed_by\": \"doc_migration\"}'::jsonb, true, now() FROM _new "
-            "ON CONFLICT (doc_type, source_name) DO UPDATE SET last_updated = now(), updated_at = now()")
+            "SELECT DISTINCT doc_type, source_name, '{{\"managed_by\": \"doc_migration\"}}'::jsonb, true, now() "
+            "FROM {}.staged_chunks WHERE partition_key = %s ORDER BY 1, 2 "  # one lock order: no deadlocks
+            "ON CONFLICT (doc_type, source_name) DO UPDATE SET last_updated = now(), updated_at = now()").format(s),
+            (key,))
         conn.execute(sql.SQL("DELETE FROM {}.quarantine WHERE partition_key = %s AND source_name = ANY(%s)").format(s),
                      (key, scope))
         for q in quarantine:
@@ -201,6 +393,9 @@ def load_partition(settings: Settings, url: str, key: str, run_id: str) -> LoadR
             "u AS (UPDATE {s}.loads SET undo_kept = false WHERE load_id IN (SELECT load_id FROM old)) "
             "DELETE FROM {s}.load_undo WHERE load_id IN (SELECT load_id FROM old)").format(s=s),
             (key, UNDO_KEPT_LOADS))
+        if computed:
+            record_spend(conn, s, run_id, key, settings.model_name, inputs=computed,
+                         seconds=time.perf_counter() - start)
         conn.execute(sql.SQL("DELETE FROM {}.staged_chunks WHERE partition_key = %s").format(s), (key,))
         conn.execute(sql.SQL("DELETE FROM {}.staged_partitions WHERE partition_key = %s").format(s), (key,))
         crash_point("load-before-commit")

@@ -15,7 +15,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from multiprocessing.pool import AsyncResult, Pool
+from multiprocessing.pool import Pool
 from typing import Any, TypeVar
 
 J = TypeVar("J")
@@ -26,6 +26,7 @@ _pools: dict[int, Pool] = {}
 # deadline starts counting. A stuck PDFium allocates ~400 MB/s, so every second here is memory.
 GRACE_S = 1.0
 PRELOAD = ["doc_migration.pipeline.parse", "doc_migration.sources.registry"]
+QUEUED_PER_PROCESS = 3
 
 
 def _init_worker() -> None:
@@ -68,15 +69,24 @@ def shutdown() -> None:
 
 def run_bounded(fn: Callable[[J], R], jobs: list[J], processes: int, timeout_s: Callable[[J], float],
                 on_timeout: Callable[[J], R]) -> Iterator[R]:
-    """Yield ``fn(job)`` for every job (in completion order), or ``on_timeout(job)`` for jobs that
-    exceed ``timeout_s(job) + GRACE_S`` seconds."""
+    """Yield ``fn(job)`` for every job (in job order), or ``on_timeout(job)`` for jobs that exceed
+    ``timeout_s(job) + GRACE_S`` seconds.
+
+    Up to ``QUEUED_PER_PROCESS`` jobs per worker are submitted, so a worker never waits for the
+    parent to take a result and hand it the next file. A job's clock starts once it is among the
+    first ``processes`` unfinished ones (by then it has certainly started), not at submission.
+    """
     pending = deque(jobs)
-    in_flight: deque[tuple[J, AsyncResult[Any], float]] = deque()
+    in_flight: deque[list[Any]] = deque()  # [job, handle, deadline or None while possibly queued]
     while pending or in_flight:
         pool = _pool(processes)
-        while pending and len(in_flight) < processes:
+        while pending and len(in_flight) < processes * QUEUED_PER_PROCESS:
             job = pending.popleft()
-            in_flight.append((job, pool.apply_async(fn, (job,)), time.monotonic() + timeout_s(job) + GRACE_S))
+            in_flight.append([job, pool.apply_async(fn, (job,)), None])
+        now = time.monotonic()
+        for entry in list(in_flight)[:processes]:
+            if entry[2] is None:
+                entry[2] = now + timeout_s(entry[0]) + GRACE_S
         job, handle, deadline = in_flight.popleft()
         try:
             yield handle.get(timeout=max(0.0, deadline - time.monotonic()))

@@ -16,7 +16,12 @@ from importlib import resources
 
 import psycopg
 from pgvector.psycopg import register_vector
+from pgvector.psycopg.bit import register_bit_info
+from pgvector.psycopg.halfvec import register_halfvec_info
+from pgvector.psycopg.sparsevec import register_sparsevec_info
+from pgvector.psycopg.vector import register_vector_info
 from psycopg import sql
+from psycopg.types import TypeInfo
 
 from ..config import ConfigError, Settings, redact
 from .embedded_pg import embedded_database_url
@@ -103,11 +108,30 @@ def connect(url: str, *, autocommit: bool = False, statement_timeout_ms: int = 0
                      "invalid connection option", "permission denied")
         cls = DatabaseError if any(p in message for p in permanent) else DatabaseUnavailable
         raise cls(f"cannot connect to the target database: {message}") from None
-    try:
-        register_vector(conn)
-    except psycopg.ProgrammingError:
-        pass  # the extension is not installed yet; migrate() creates it
+    _register_vector_types(conn)
     return conn
+
+
+def _register_vector_types(conn: psycopg.Connection) -> None:
+    """What ``pgvector.psycopg.register_vector`` does, in one round trip instead of four: every
+    pipeline connection pays this, and a run opens hundreds. A no-op before migrate() creates the
+    extension."""
+    rows = conn.execute(
+        "SELECT t.typname, t.oid::int, t.typarray::int, format_type(t.oid, NULL) FROM pg_type t "
+        "WHERE t.oid IN (to_regtype('vector'), to_regtype('bit'), to_regtype('halfvec'), to_regtype('sparsevec'))"
+    ).fetchall()
+    if not conn.autocommit:
+        conn.rollback()  # leave no transaction open: callers may set session options first
+    found = {name: TypeInfo(name, oid, array_oid, regtype=regtype) for name, oid, array_oid, regtype in rows}
+    if "vector" not in found:
+        return
+    register_vector_info(conn, found["vector"])
+    if "bit" in found:
+        register_bit_info(conn, found["bit"])
+    if "halfvec" in found:
+        register_halfvec_info(conn, found["halfvec"])
+    if "sparsevec" in found:
+        register_sparsevec_info(conn, found["sparsevec"])
 
 
 @contextmanager

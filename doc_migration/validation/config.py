@@ -8,7 +8,7 @@ validation:
   max_findings: 50                  # findings kept per check (totals are always exact)
   seed: 1                           # deterministic sampling
   schema: {sample_per_partition: 500, norm_tolerance: 0.001, max_tokens: 8191,
-           unit_norm_models: [offline-bpe-hash-v1, text-embedding-3-large]}
+           unit_norm_models: [offline-ngram-hash-v2, text-embedding-3-large]}
   retrieval: {per_partition: 5, top_k: 5, min_recall_at_1: 0.99}
   duplicates: {strategy: keep_all, simhash_bits: 3, shingle_words: 3, min_words: 24, merge_near: false,
                near: true}

@@ -36,7 +36,6 @@ from .config import DuplicateConfig, ValidationConfig
 _WORD = re.compile(r"\w+")
 _MULT = np.array([0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD6E8FEB86659FD93] * 4,
                  dtype=np.uint64)
-_BIT = np.arange(64, dtype=np.uint64)
 
 
 @dataclass(frozen=True)
@@ -85,21 +84,130 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def simhash(text: str, shingle_words: int = 3, min_words: int = 24) -> int | None:
-    """64-bit SimHash over lower-cased word shingles; None for texts too short to fingerprint reliably."""
-    words = _WORD.findall(text.lower())
-    if len(words) < max(min_words, shingle_words):
-        return None
-    ids = np.fromiter((zlib.crc32(w.encode("utf-8")) for w in words), dtype=np.uint64, count=len(words))
-    m = len(ids) - shingle_words + 1
+def _crc_table() -> np.ndarray:
+    """zlib's CRC-32 table (reflected 0xEDB88320), so word ids stay exactly ``zlib.crc32(word)``."""
+    table = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        table = np.where(table & 1, (table >> np.uint32(1)) ^ np.uint32(0xEDB88320), table >> np.uint32(1))
+    return table.astype(np.uint32)
+
+
+_CRC = _crc_table()
+_WORD_BYTE = np.zeros(256, dtype=bool)  # bytes of a ``\w+`` word: ASCII [0-9a-z_] and every UTF-8 non-ASCII byte
+_WORD_BYTE[np.frombuffer(b"0123456789abcdefghijklmnopqrstuvwxyz_", dtype=np.uint8)] = True
+_WORD_BYTE[0x80:] = True
+_LOWER = np.arange(256, dtype=np.uint8)  # ASCII lower-casing (what str.lower() does to ASCII text)
+_LOWER[ord("A"):ord("Z") + 1] += 32
+_NIBBLE_BITS = (np.arange(16)[:, None] >> np.arange(4)) & 1  # nibble value -> its 4 bits, least significant first
+LONG_WORD = 64
+BATCH_BYTES = 4 << 20  # text fingerprinted per numpy pass (bounds the temporary arrays to ~100 MB)
+
+
+def _word_bytes(text: str) -> bytes:
+    r"""The text's ``\w+`` words as bytes separated by non-word bytes, lower-cased by the caller (ASCII
+    letters only: :data:`_LOWER`). ASCII text is used as is (its non-word bytes are the separators; checking
+    and encoding it is a copy); other text goes through the regex so Unicode ``\w`` and ``lower()`` decide."""
+    if text.isascii():
+        return text.encode("ascii")
+    return " ".join(_WORD.findall(text.lower())).encode("utf-8")
+
+
+def _crc32_words(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """``zlib.crc32`` of every word at once: one table step per byte position, over the words still that
+    long. Words longer than :data:`LONG_WORD` (rare: hashes, base64) are hashed one by one instead, so a
+    megabyte-long token costs one call, not a million numpy steps."""
+    out = np.empty(len(lens), dtype=np.uint64)
+    long_words = np.flatnonzero(lens > LONG_WORD)
+    raw = buf.tobytes() if len(long_words) else b""
+    for i in long_words.tolist():
+        out[i] = zlib.crc32(raw[starts[i]:starts[i] + lens[i]])
+    short_words = np.flatnonzero(lens <= LONG_WORD)
+    if not len(short_words):
+        return out
+    # Longest first, so the words still being hashed at any byte position are a prefix (radix sort).
+    order = short_words[np.argsort((LONG_WORD - lens[short_words]).astype(np.uint16), kind="stable")]
+    s_starts, s_lens = starts[order], lens[order]
+    crc = np.full(len(order), 0xFFFFFFFF, dtype=np.uint32)
+    active = np.searchsorted(-s_lens, -np.arange(int(s_lens[0])), side="left")
+    for pos, k in enumerate(active.tolist()):
+        c = crc[:k]
+        crc[:k] = _CRC[(c ^ buf[s_starts[:k] + pos]) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
+    out[order] = crc ^ np.uint32(0xFFFFFFFF)
+    return out
+
+
+def _simhash_batch(texts: list[str], shingle_words: int, min_words: int) -> list[int | None]:
+    """SimHash of many texts in one vectorised pass (see :func:`simhash_many`)."""
+    encoded = [_word_bytes(t) for t in texts]
+    offsets = np.cumsum([1] + [len(e) + 1 for e in encoded])[:-1]  # each text after one separator byte
+    buf = _LOWER[np.frombuffer(b" " + b" ".join(encoded) + b" ", dtype=np.uint8)]
+    word = _WORD_BYTE[buf]  # first and last byte are separators
+    starts = np.flatnonzero(word[1:] & ~word[:-1]) + 1
+    ends = np.flatnonzero(word[:-1] & ~word[1:]) + 1  # exclusive
+    out: list[int | None] = [None] * len(texts)
+    if not len(starts):
+        return out
+    doc = np.searchsorted(offsets, starts, side="right") - 1
+    n_words = np.bincount(doc, minlength=len(texts))
+    first = np.concatenate(([0], np.cumsum(n_words)[:-1]))
+    ids = _crc32_words(buf, starts, ends - starts)
+    # Shingle i covers words i..i+k-1 of one text; only texts with enough words are fingerprinted.
+    k = shingle_words
+    m = len(ids) - k + 1
+    if m <= 0:
+        return out
     with np.errstate(over="ignore"):
         h = ids[:m] * _MULT[0]
-        for j in range(1, shingle_words):
+        for j in range(1, k):
             h = h ^ (ids[j:j + m] * _MULT[j % len(_MULT)])
     h = _mix(h)
-    counts = ((h[:, None] >> _BIT) & np.uint64(1)).sum(axis=0).astype(np.int64)
-    bits = counts * 2 > m
-    return int(np.sum(np.left_shift(np.uint64(1), _BIT[bits]))) if bits.any() else 0
+    eligible = n_words >= max(min_words, k)
+    sdoc = doc[:m]
+    keep = eligible[sdoc] & (np.arange(m) + k <= first[sdoc] + n_words[sdoc])
+    h, sdoc = h[keep], sdoc[keep]
+    if not len(h):
+        return out
+    first_of_text = np.concatenate(([True], sdoc[1:] != sdoc[:-1]))  # shingles are in text order
+    docs = sdoc[first_of_text]
+    local = (np.cumsum(first_of_text) - 1) * 16
+    # Set bits per text: a histogram of each 4-bit nibble of the shingle hashes per text (16 passes over
+    # the shingles rather than 64), then each nibble value's bits, summed by a small matrix product.
+    hbytes = h.astype("<u8").view(np.uint8).reshape(-1, 8)
+    counts = np.empty((len(docs), 64), dtype=np.int64)
+    for b in range(8):
+        column = hbytes[:, b]
+        for half, nibble in enumerate((column & np.uint8(15), column >> np.uint8(4))):
+            hist = np.bincount(local + nibble, minlength=len(docs) * 16).reshape(len(docs), 16)
+            counts[:, 8 * b + 4 * half:8 * b + 4 * half + 4] = hist @ _NIBBLE_BITS
+    shingles = n_words[docs] - k + 1
+    packed = np.packbits(counts * 2 > shingles[:, None], axis=1, bitorder="little")
+    for d, fp in zip(docs.tolist(), packed.view("<u8").ravel().tolist(), strict=True):
+        out[d] = int(fp)
+    return out
+
+
+def simhash_many(texts: list[str], shingle_words: int = 3, min_words: int = 24) -> list[int | None]:
+    """:func:`simhash` of every text, vectorised with numpy: the per-word Python loop (``crc32`` of each
+    word) cost ~0.25 ms per chunk, a quarter of a minute on a 90k-row load. Same fingerprints, bit for bit."""
+    out: list[int | None] = []
+    batch: list[str] = []
+    size = 0
+    for text in texts:
+        batch.append(text)
+        size += len(text)
+        if size >= BATCH_BYTES:
+            out.extend(_simhash_batch(batch, shingle_words, min_words))
+            batch, size = [], 0
+    if batch:
+        out.extend(_simhash_batch(batch, shingle_words, min_words))
+    return out
+
+
+def simhash(text: str, shingle_words: int = 3, min_words: int = 24) -> int | None:
+    """64-bit SimHash over lower-cased word shingles; None for texts too short to fingerprint reliably.
+
+    Words are ``\\w+`` runs, hashed with ``zlib.crc32``; shingle hashes are mixed and vote per bit."""
+    return simhash_many([text], shingle_words, min_words)[0]
 
 
 def popcount(x: np.ndarray) -> np.ndarray:
@@ -165,12 +273,11 @@ def find_groups(settings: Settings, url: str, keys: list[str], cfg: DuplicateCon
 
     # Near-duplicates: one representative per distinct text, fingerprinted, compared within a doc type.
     reps: dict[str, list[tuple[Member, int]]] = defaultdict(list)
-    seen_sha: set[tuple[str, str]] = set()
+    distinct: dict[tuple[str, str], tuple[Member, str]] = {}
     for m, content in rows if cfg.near else []:
-        if (m.doc_type, m.sha) in seen_sha:
-            continue
-        seen_sha.add((m.doc_type, m.sha))
-        fp = simhash(content, cfg.shingle_words, cfg.min_words)
+        distinct.setdefault((m.doc_type, m.sha), (m, content))
+    fps = simhash_many([content for _, content in distinct.values()], cfg.shingle_words, cfg.min_words)
+    for (m, _), fp in zip(distinct.values(), fps, strict=True):
         if fp is not None:
             reps[m.doc_type].append((m, fp))
     for doc_type, items in sorted(reps.items()):

@@ -41,7 +41,9 @@ MAX_FILE_BYTES = 5_000_000
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 _FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n.*?^[ \t]*\1[ \t]*$", re.S | re.M)
 _INLINE_CODE = re.compile(r"`[^`\n]+`")
-_MD_LINK = re.compile(r"(?<!!)\[(?:[^\[\]\n]|\[[^\]\n]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+[\"'(][^)\n]*)?\)")
+# ``[`` first (then "not preceded by !") lets the engine jump from one ``[`` to the next; possessive
+# quantifiers: no backtracking can turn a failed ``](`` into a match. Same matches, ~10x faster.
+_MD_LINK = re.compile(r"\[(?<!!\[)(?:[^\[\]\n]++|\[[^\]\n]*+\])*+\]\(\s*<?([^)\s>]+)>?(?:\s+[\"'(][^)\n]*)?\)")
 _MD_REFDEF = re.compile(r"^[ ]{0,3}\[[^\]\n]+\]:[ \t]*<?([^\s>]+)>?", re.M)
 _RST_DOC = re.compile(r":doc:`([^`]+)`")
 _RST_LINK = re.compile(r"`[^`<]*<([^>`]+)>`__?")
@@ -52,29 +54,64 @@ def _blank(match: re.Match[str]) -> str:
     return "\n" * match.group(0).count("\n")
 
 
+class _Lines:
+    """Line numbers of increasing offsets, counting only the newlines since the previous offset:
+    counting from the start of the text for every link is quadratic in a long page with many links."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.offset, self.line = text, 0, 1
+
+    def __call__(self, offset: int) -> int:
+        if offset < self.offset:  # not increasing: start over
+            self.offset, self.line = 0, 1
+        self.line += self.text.count("\n", self.offset, offset)
+        self.offset = offset
+        return self.line
+
+
+def _has_html_link(text: str) -> bool:
+    return "<a" in text or "<A" in text
+
+
 def extract_links(text: str, fmt: str) -> list[tuple[int, str, str]]:
-    """(line, target, kind) of every link in a document's source text; kind is markdown|doc|rst|html."""
+    """(line, target, kind) of every link in a document's source text; kind is markdown|doc|rst|html.
+
+    Each pattern runs only when the text holds the characters it starts with (most chunks hold none)."""
     out: list[tuple[int, str, str]] = []
 
     def add(pattern: re.Pattern[str], src: str, kind: str, group: int = 1) -> None:
+        line = _Lines(src)
         for m in pattern.finditer(src):
-            out.append((src.count("\n", 0, m.start()) + 1, m.group(group).strip(), kind))
+            out.append((line(m.start()), m.group(group).strip(), kind))
 
     if fmt == "markdown":
-        body = _INLINE_CODE.sub(lambda m: " " * len(m.group(0)), _FENCE.sub(_blank, text))
-        add(_MD_LINK, body, "markdown")
-        add(_MD_REFDEF, body, "markdown")
-        add(_HTML_HREF, body, "html", 2)  # raw HTML inside Markdown/MDX
+        if "[" not in text and not _has_html_link(text):
+            return out
+        body = text
+        if "```" in body or "~~~" in body:
+            body = _FENCE.sub(_blank, body)
+        if "`" in body:
+            body = _INLINE_CODE.sub(lambda m: " " * len(m.group(0)), body)
+        if "](" in body:
+            add(_MD_LINK, body, "markdown")
+        if "]:" in body:
+            add(_MD_REFDEF, body, "markdown")
+        if _has_html_link(body):
+            add(_HTML_HREF, body, "html", 2)  # raw HTML inside Markdown/MDX
     elif fmt == "rst":
-        for m in _RST_DOC.finditer(text):
-            target = m.group(1)
-            inner = re.search(r"<([^>]+)>\s*$", target)
-            out.append((text.count("\n", 0, m.start()) + 1, (inner.group(1) if inner else target).strip(), "doc"))
-        for m in _RST_LINK.finditer(text):
-            if text[max(0, m.start() - 1)] == ":" or m.group(1).endswith("_"):
-                continue  # a role's argument, or a named reference (``target_``), not a path
-            out.append((text.count("\n", 0, m.start()) + 1, m.group(1).strip(), "rst"))
-    elif fmt == "html":
+        if ":doc:`" in text:
+            line = _Lines(text)
+            for m in _RST_DOC.finditer(text):
+                target = m.group(1)
+                inner = re.search(r"<([^>]+)>\s*$", target)
+                out.append((line(m.start()), (inner.group(1) if inner else target).strip(), "doc"))
+        if ">`_" in text:
+            line = _Lines(text)
+            for m in _RST_LINK.finditer(text):
+                if text[max(0, m.start() - 1)] == ":" or m.group(1).endswith("_"):
+                    continue  # a role's argument, or a named reference (``target_``), not a path
+                out.append((line(m.start()), m.group(1).strip(), "rst"))
+    elif fmt == "html" and _has_html_link(text):
         add(_HTML_HREF, text, "html", 2)
     return out
 

@@ -8,8 +8,10 @@ fail it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,14 +38,39 @@ from .links import check_links
 from .retrieval import check_retrieval
 from .schemas import check_schema
 
-__all__ = ["ALL_CHECKS", "build_report", "check_counts", "check_embeddings", "check_orphans", "run_check",
-           "rolled_back_partitions"]
+__all__ = ["ALL_CHECKS", "build_report", "check_counts", "check_embeddings", "check_orphans", "reuse_stamp",
+           "run_check", "rolled_back_partitions"]
 
 # name -> severity when failing (orphans: from the config)
 ALL_CHECKS: dict[str, str] = {
     "counts": ERROR, "checksums": ERROR, "embeddings": ERROR, "schema": ERROR, "retrieval": ERROR,
     "duplicates": WARN, "links": WARN, "orphans": WARN, "source_drift": WARN, "rolled_back": WARN,
 }
+
+
+# Checks whose result does not depend on the partitions asked for.
+KEY_INDEPENDENT = {"orphans"}
+
+
+def reuse_stamp(name: str, settings: Settings, keys: list[str], config: ValidationConfig) -> str:
+    """What a check's result depends on besides the database: the partitions it covered, the validation
+    settings, the model and the manifest. A result computed earlier in the same run (a Dagster asset check)
+    with the same stamp is the result the report would compute, so the report takes it instead of running
+    the check a second time."""
+    scope = [] if name in KEY_INDEPENDENT else sorted(set(keys))
+    what = [name, scope, repr(config), settings.model_name, settings.embedding_dims, settings.pipeline_schema,
+            str(settings.sources_path)]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+
+
+def _reusable(name: str, result: Mapping[str, Any] | None, settings: Settings, keys: list[str],
+              config: ValidationConfig) -> bool:
+    if not isinstance(result, Mapping) or result.get("crashed") or result.get("name") != name:
+        return False
+    if result.get("reuse_stamp") != reuse_stamp(name, settings, keys, config):
+        return False
+    # The asset check counts without ``require_loaded``: the same result only when every key was loaded.
+    return name != "counts" or result.get("partitions_checked") == len(set(keys))
 
 
 def _manifest(settings: Settings) -> Manifest | None:
@@ -70,7 +97,9 @@ def run_check(name: str, settings: Settings, url: str, keys: list[str], *, confi
         "rolled_back": lambda: check_rolled_back(settings, url, keys, config),
     }
     severity = config.orphans_severity if name == "orphans" else ALL_CHECKS[name]
-    return timed(name, severity, calls[name])
+    result = timed(name, severity, calls[name])
+    result["reuse_stamp"] = reuse_stamp(name, settings, keys, config)
+    return result
 
 
 def _per_doc_type(settings: Settings, url: str, keys: list[str], checks: dict[str, dict[str, Any]]
@@ -132,15 +161,23 @@ def _throughput(settings: Settings, url: str, keys: list[str], limit: int = 20) 
 
 def build_report(settings: Settings, url: str, keys: list[str], run_id: str | None, *,
                  embedder: Embedder | None = None, manifest: Manifest | None = None,
-                 config: ValidationConfig | None = None, only: list[str] | None = None) -> dict[str, Any]:
-    """Run every check (or ``only`` these) over ``keys``; orphans are global and run once."""
+                 config: ValidationConfig | None = None, only: list[str] | None = None,
+                 reuse: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Run every check (or ``only`` these) over ``keys``; orphans are global and run once.
+
+    ``reuse``: results the run's asset checks already computed, by check name; one whose
+    :func:`reuse_stamp` matches (same partitions, same settings) is taken as is (``"reused": true``)."""
     start = time.perf_counter()
     cfg = config or load_validation_config(settings.sources_path)
     man = manifest if manifest is not None else _manifest(settings)
     checks: dict[str, dict[str, Any]] = {}
     for name in ALL_CHECKS:
         if only is None or name in only:
-            checks[name] = run_check(name, settings, url, keys, config=cfg, manifest=man, embedder=embedder)
+            earlier = (reuse or {}).get(name)
+            if earlier is not None and _reusable(name, earlier, settings, keys, cfg):
+                checks[name] = {**earlier, "reused": True}
+            else:
+                checks[name] = run_check(name, settings, url, keys, config=cfg, manifest=man, embedder=embedder)
     errors = [n for n, c in checks.items() if not c["passed"] and c["severity"] == ERROR]
     warnings = [n for n, c in checks.items() if not c["passed"] and c["severity"] != ERROR]
     st = ledger.status(settings, url, keys)

@@ -13,7 +13,7 @@ import json
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -278,8 +278,11 @@ def test_staged_checks_catch_unloadable_and_unembedded_chunks(scenario: Scenario
         chunks = check_staged_chunks(s, url, ["rust-00"])
         assert not chunks["passed"] and [f["doc_path"] for f in chunks["findings"]] == ["big.md"]
         assert "token_count 9000 outside 1..8191" in chunks["findings"][0]["problem"]
-        vectors = check_staged_embeddings(s, url, ["rust-00"])
+        # A paid embedder must have cached a vector for every staged chunk before the load...
+        vectors = check_staged_embeddings(replace(s, embedder="openai"), url, ["rust-00"])
         assert not vectors["passed"] and {f["problem"] for f in vectors["findings"]} == {"no vector (not embedded)"}
+        # ...while the offline embedder's vectors are computed by the load (and checked after it).
+        assert s.embedder == "offline" and check_staged_embeddings(s, url, ["rust-00"])["passed"]
         assert check_staged_chunks(s, url, ["talos-00"])["passed"]  # another run's partitions are not judged
     finally:
         _exec(url, "DELETE FROM doc_migration.staged_chunks WHERE partition_key = 'rust-00'")
