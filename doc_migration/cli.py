@@ -209,6 +209,18 @@ def cmd_full(args: argparse.Namespace) -> int:
     summary = ledger.run_summary(settings, url, run_ids, keys)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["partitions_skipped_unchanged"] = len(keys) - len(run_keys)
+    if not run_ids and not interrupt.stop_requested():
+        # No run, so no asset checks: still verify what a run's cheap whole-database checks would,
+        # so a tampered or half-restored database never passes as "nothing to do".
+        from .validation.report import build_report
+
+        report = build_report(settings, url, keys, None, manifest=manifest,
+                              only=["counts", "checksums", "orphans", "rolled_back"])
+        summary["checks"] = {"passed": report["passed"], "errors": report["errors"], "warnings": report["warnings"]}
+        ok = ok and bool(report["passed"])
+        for name in report["errors"]:
+            print(f"check failed: {name}: {report['checks'][name]['message']} (details: doc-migrate validate; "
+                  "fix: doc-migrate validate --repair)", file=sys.stderr)
     summary["success"] = ok and not summary["failed_partitions"]
     summary["failed_steps"] = failed_steps  # e.g. a blocking validation check
     run_part = (f"run {summary['run_id']}" if run_ids else

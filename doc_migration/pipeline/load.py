@@ -36,8 +36,7 @@ from .faults import crash_point
 
 UNDO_KEPT_LOADS = 3  # per partition: how many past loads can still be rolled back
 STREAM_BATCH = 128  # rows per embed call and queue item in the streaming write (~2 MB with vectors)
-DOC_COLUMNS = "id, doc_type, source_name, doc_path, content, metadata, embedding, token_count"
-DOC_TYPES = ["uuid", "text", "text", "text", "text", "jsonb", "vector", "int4"]
+DOC_TYPES = ["uuid", "text", "text", "text", "text", "jsonb", "vector", "int4"]  # COPY documents columns, in order
 
 
 class PartitionBusy(Exception):
@@ -97,13 +96,16 @@ def _check_vectors(vectors: np.ndarray, n: int, dims: int) -> None:
         raise RuntimeError(f"embedder returned {vectors.shape} for {n} inputs of {dims} dimensions")
 
 
-def _stream(url: str, query: sql.Composed, params: dict[str, Any], embedder: Embedder,
+def _stream(url: str, s: sql.Identifier, params: dict[str, Any], embedder: Embedder,
             stop: threading.Event, out: queue.Queue[Any]) -> None:
     """Reader thread: staged rows in batches from a second connection, with their vectors computed
     here, so PostgreSQL ingests one batch while the next is embedded. Ends with None or an exception."""
     try:
         with connection(url) as rconn, rconn.cursor(name="doc_migration_load_stream") as cur:
-            cur.execute(query, params)
+            cur.execute(sql.SQL(
+                "SELECT st.id, st.doc_type, st.source_name, st.doc_path, st.content, st.metadata::text, "
+                "st.token_count FROM {s}.staged_chunks st WHERE st.partition_key = %(key)s AND NOT {has}").format(
+                    s=s, has=_has_vector(s)), params)
             while not stop.is_set():
                 rows = cur.fetchmany(STREAM_BATCH)
                 if not rows:
@@ -121,11 +123,11 @@ def _stream(url: str, query: sql.Composed, params: dict[str, Any], embedder: Emb
         out.put(exc)
 
 
-def _streamed(url: str, query: sql.Composed, params: dict[str, Any],
+def _streamed(url: str, s: sql.Identifier, params: dict[str, Any],
               embedder: Embedder) -> Iterator[tuple[list[tuple[Any, ...]], np.ndarray]]:
     q: queue.Queue[Any] = queue.Queue(maxsize=2)  # bounded: memory stays at a few batches
     stop = threading.Event()
-    reader = threading.Thread(target=_stream, args=(url, query, params, embedder, stop, q),
+    reader = threading.Thread(target=_stream, args=(url, s, params, embedder, stop, q),
                               name="load-stream", daemon=True)
     reader.start()
     try:
@@ -151,22 +153,18 @@ def _write_fresh(conn: psycopg.Connection, url: str, s: sql.Identifier, settings
     """All staged rows are inserts: write them directly. Returns (rows inserted, vectors computed)."""
     params = {"key": key, "model": settings.model_name, "dims": settings.embedding_dims, "load_id": load_id}
     inserted = conn.execute(sql.SQL(
-        "INSERT INTO documents ({cols}) SELECT st.id, st.doc_type, st.source_name, st.doc_path, st.content, "
+        "INSERT INTO documents (id, doc_type, source_name, doc_path, content, metadata, embedding, token_count) SELECT st.id, st.doc_type, st.source_name, st.doc_path, st.content, "
         "st.metadata, coalesce(st.carried_embedding, c.embedding), st.token_count FROM {s}.staged_chunks st "
         "LEFT JOIN {s}.embedding_cache c ON st.carried_embedding IS NULL AND c.model = %(model)s "
         "AND c.dims = %(dims)s AND c.text_sha = st.text_sha "
         "WHERE st.partition_key = %(key)s AND (st.carried_embedding IS NOT NULL OR c.text_sha IS NOT NULL)"
-    ).format(cols=sql.SQL(DOC_COLUMNS), s=s), params).rowcount
+    ).format(s=s), params).rowcount
     computed = 0
     if compute is not None:
-        query = sql.SQL(
-            "SELECT st.id, st.doc_type, st.source_name, st.doc_path, st.content, st.metadata::text, st.token_count "
-            "FROM {s}.staged_chunks st WHERE st.partition_key = %(key)s AND NOT {has}").format(
-                s=s, has=_has_vector(s))
-        with conn.cursor() as cur, cur.copy(sql.SQL("COPY documents ({}) FROM STDIN WITH (FORMAT BINARY)").format(
-                sql.SQL(DOC_COLUMNS))) as copy:
+        with conn.cursor() as cur, cur.copy(
+                "COPY documents (id, doc_type, source_name, doc_path, content, metadata, embedding, token_count) FROM STDIN WITH (FORMAT BINARY)") as copy:
             copy.set_types(DOC_TYPES)
-            for rows, vectors in _streamed(url, query, params, compute):
+            for rows, vectors in _streamed(url, s, params, compute):
                 for r, v in zip(rows, vectors, strict=True):
                     copy.write_row((r[0], r[1], r[2], r[3], r[4], Jsonb(r[5], dumps=_as_is), v, r[6]))
                 computed += len(rows)
@@ -267,7 +265,7 @@ def _merge(conn: psycopg.Connection, s: sql.Identifier, settings: Settings, key:
             after = rows[-1][0]
     written = conn.execute(sql.SQL(
         "WITH up AS ("
-        "  INSERT INTO documents ({cols}) "
+        "  INSERT INTO documents (id, doc_type, source_name, doc_path, content, metadata, embedding, token_count) "
         "  SELECT ch.id, ch.doc_type, ch.source_name, ch.doc_path, ch.content, ch.metadata, "
         "    coalesce(st.carried_embedding, c.embedding, v.embedding), ch.token_count FROM _changed ch "
         "  JOIN {s}.staged_chunks st ON st.partition_key = %(key)s AND st.doc_type = ch.doc_type "
@@ -291,7 +289,7 @@ def _merge(conn: psycopg.Connection, s: sql.Identifier, settings: Settings, key:
         ") SELECT count(*) FILTER (WHERE up.inserted), count(*) FILTER (WHERE NOT up.inserted), "
         "  count(DISTINCT c.document_path), (SELECT count(*) FROM own) "
         "FROM up JOIN _changed c USING (doc_type, source_name, doc_path)"
-    ).format(cols=sql.SQL(DOC_COLUMNS), s=s), params).fetchone()
+    ).format(s=s), params).fetchone()
     assert written is not None
     return int(written[0]), int(written[1]), deleted, int(written[2]), computed
 

@@ -50,6 +50,7 @@ class Scenario:
     blocked: CliResult
     reports_before_block: set[str]
     report: dict[str, Any]
+    skipped: CliResult  # `full` without --all-partitions: nothing changed on disk, so no Dagster run
 
     def cli(self, *args: str) -> CliResult:
         return run_cli(["--sources", str(self.manifest), *args], database_url=self.url, home=self.home)
@@ -139,12 +140,14 @@ def scenario(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
         _corrupt(url, corpus)
         reports = home / "reports"
         before = {p.name for p in reports.glob("*")} if reports.exists() else set()
-        blocked = run_cli(["--sources", str(manifest), "full", "--json"], database_url=url, home=home)
+        blocked = run_cli(["--sources", str(manifest), "full", "--all-partitions", "--json"], database_url=url,
+                          home=home)
+        skipped = run_cli(["--sources", str(manifest), "full", "--json"], database_url=url, home=home)
         with open(corpus / DRIFT_FILE, "a", encoding="utf-8") as fh:  # the source changes after migration
             fh.write("\n   Appendix: a paragraph added after the migration.\n")
         report = build_report(settings, url, keys, "corrupted")
         yield Scenario(url, home, corpus, manifest, settings, keys, partition_of, baseline, wrong_dims, blocked,
-                       before, report)
+                       before, report, skipped)
     finally:
         with psycopg.connect(pg_server_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -225,6 +228,15 @@ def test_blocking_checks_stop_the_run_before_the_report(scenario: Scenario) -> N
     assert scenario.blocked.json["rows_written"] == 0  # nothing changed on disk: nothing reloaded
     after = {p.name for p in (scenario.home / "reports").glob("*")}
     assert after == scenario.reports_before_block  # validation_report did not materialize
+
+
+def test_unchanged_full_without_a_run_still_fails_on_a_tampered_database(scenario: Scenario) -> None:
+    """No file changed, so `full` starts no run; its cheap whole-database checks still catch the edits."""
+    out = scenario.skipped
+    assert out.code == 1, out.stderr[-2000:]
+    assert out.json["run_ids"] == [] and out.json["partitions_skipped_unchanged"] == len(scenario.keys)
+    assert "checksums" in out.json["checks"]["errors"] and not out.json["success"]
+    assert "check failed: checksums" in out.stderr and "validate --repair" in out.stderr
 
 
 def test_dagster_asset_checks_report_the_corruptions(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> None:
