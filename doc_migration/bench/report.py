@@ -454,8 +454,9 @@ def time_sinks(first: dict[str, Any]) -> list[tuple[str, float, str]]:
         items.append(("HNSW index build (inside the load step)", index,
                       "one CREATE INDEX on all rows after the first load; maintenance_work_mem and parallel workers "
                       "as set in ensure_vector_index"))
-    for stage, label in (("parse", "parse + chunk"), ("embed", "embed (offline embedder + embedding cache)"),
-                         ("load", "load without the index build")):
+    for stage, label in (("parse", "parse + chunk"),
+                         ("embed", "embed step (the offline embedder is not cached: its vectors are made in the load)"),
+                         ("load", "load, offline vectors computed while rows stream in, without the index build")):
         if stage in work:
             secs = float(work[stage]) - (index if stage == "load" else 0.0)
             items.append((label, secs, f"asset work {work[stage]:.0f} s of a {stages.get(stage, 0):.0f} s step"))

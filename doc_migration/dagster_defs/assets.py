@@ -116,8 +116,11 @@ def source_manifest(context: AssetExecutionContext, migration: MigrationResource
 )
 def parsed_docs(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
     start = time.perf_counter()
+    # Two partitions at once: while one waits for its last file or commits, the other keeps the
+    # parser processes busy.
     results, failed = _each_partition(context, migration, "parse", lambda key: stage_partition(
-        migration.settings, migration.manifest, migration.url, key, context.run_id, migration.parallel))
+        migration.settings, migration.manifest, migration.url, key, context.run_id, migration.parallel),
+        workers=min(2, migration.parallel))
     quarantined = [q for r in results.values() for q in r.quarantined]
     for q in quarantined:
         context.log.warning(f"quarantined {q['doc_type']}/{q['path']}: {q['reason']}")

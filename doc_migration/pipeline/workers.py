@@ -2,9 +2,10 @@
 
 Why not ProcessPoolExecutor.map: a parser stuck in C code (pdfium, libyaml) cannot be interrupted
 by a Python signal, so a file over its time limit is handled by killing the pool, quarantining
-that file and resubmitting the files that were in flight with it. At most ``processes`` files are
-in flight, so a file's deadline can be counted from its submission. The pool outlives a
-partition (starting workers costs about a second) and is shut down at interpreter exit.
+that file and resubmitting the files that were in flight with it. A file's deadline counts from
+when it has certainly started (see run_bounded). Pools outlive a partition (starting workers costs
+about a second): each caller leases one, so partitions parsed at the same time never share one,
+and all are shut down at interpreter exit.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -21,7 +23,9 @@ from typing import Any, TypeVar
 J = TypeVar("J")
 R = TypeVar("R")
 
-_pools: dict[int, Pool] = {}
+_idle: dict[int, list[Pool]] = {}  # warm pools not in use, by size; one is leased per partition
+_all: list[Pool] = []
+_lock = threading.Lock()
 # On top of the parser's own (soft, SIGALRM) limit, for IPC only: the pool is warm before any
 # deadline starts counting. A stuck PDFium allocates ~400 MB/s, so every second here is memory.
 GRACE_S = 1.0
@@ -40,29 +44,47 @@ def _ready() -> bool:
     return True
 
 
-def _pool(processes: int) -> Pool:
-    pool = _pools.get(processes)
-    if pool is None:
-        ctx = multiprocessing.get_context("forkserver")
-        # Workers fork from a server that has imported the parsers already: milliseconds, not seconds.
-        ctx.set_forkserver_preload(PRELOAD)
-        pool = ctx.Pool(processes=processes, initializer=_init_worker, maxtasksperchild=2000)
-        pool.apply(_ready)  # start-up is not charged to the first file's deadline
-        _pools[processes] = pool
+def _new_pool(processes: int) -> Pool:
+    ctx = multiprocessing.get_context("forkserver")
+    # Workers fork from a server that has imported the parsers already: milliseconds, not seconds.
+    ctx.set_forkserver_preload(PRELOAD)
+    pool = ctx.Pool(processes=processes, initializer=_init_worker, maxtasksperchild=2000)
+    pool.apply(_ready)  # start-up is not charged to the first file's deadline
+    with _lock:
+        _all.append(pool)
     return pool
 
 
-def _kill(processes: int) -> None:
-    pool = _pools.pop(processes, None)
-    if pool is not None:
-        pool.terminate()
-        pool.join()
+def _lease(processes: int) -> Pool:
+    """A warm pool for one caller at a time: partitions parsed concurrently get one each, so killing
+    a stuck worker's pool never touches another partition's files."""
+    with _lock:
+        idle = _idle.get(processes)
+        if idle:
+            return idle.pop()
+    return _new_pool(processes)
+
+
+def _release(processes: int, pool: Pool) -> None:
+    with _lock:
+        _idle.setdefault(processes, []).append(pool)
+
+
+def _kill(pool: Pool) -> None:
+    with _lock:
+        if pool in _all:
+            _all.remove(pool)
+    pool.terminate()
+    pool.join()
 
 
 @atexit.register
 def shutdown() -> None:
-    for processes in list(_pools):
-        pool = _pools.pop(processes)
+    with _lock:
+        pools = list(_all)
+        _all.clear()
+        _idle.clear()
+    for pool in pools:
         pool.terminate()
         pool.join()
 
@@ -78,25 +100,32 @@ def run_bounded(fn: Callable[[J], R], jobs: list[J], processes: int, timeout_s: 
     """
     pending = deque(jobs)
     in_flight: deque[list[Any]] = deque()  # [job, handle, deadline or None while possibly queued]
-    while pending or in_flight:
-        pool = _pool(processes)
-        while pending and len(in_flight) < processes * QUEUED_PER_PROCESS:
-            job = pending.popleft()
-            in_flight.append([job, pool.apply_async(fn, (job,)), None])
-        now = time.monotonic()
-        for entry in list(in_flight)[:processes]:
-            if entry[2] is None:
-                entry[2] = now + timeout_s(entry[0]) + GRACE_S
-        job, handle, deadline = in_flight.popleft()
-        try:
-            yield handle.get(timeout=max(0.0, deadline - time.monotonic()))
-        except multiprocessing.TimeoutError:
-            yield on_timeout(job)
-            # The worker is stuck: kill the pool and resubmit the files that were in flight with it.
-            survivors = [j for j, h, _ in in_flight if not h.ready()]
-            done = [(j, h) for j, h, _ in in_flight if h.ready()]
-            in_flight.clear()
-            for _, h in done:
-                yield h.get()
-            _kill(processes)
-            pending.extendleft(reversed(survivors))
+    pool = _lease(processes)
+    try:
+        while pending or in_flight:
+            while pending and len(in_flight) < processes * QUEUED_PER_PROCESS:
+                job = pending.popleft()
+                in_flight.append([job, pool.apply_async(fn, (job,)), None])
+            now = time.monotonic()
+            for entry in list(in_flight)[:processes]:
+                if entry[2] is None:
+                    entry[2] = now + timeout_s(entry[0]) + GRACE_S
+            job, handle, deadline = in_flight.popleft()
+            try:
+                yield handle.get(timeout=max(0.0, deadline - time.monotonic()))
+            except multiprocessing.TimeoutError:
+                yield on_timeout(job)
+                # The worker is stuck: kill the pool and resubmit the files that were in flight with it.
+                survivors = [j for j, h, _ in in_flight if not h.ready()]
+                done = [(j, h) for j, h, _ in in_flight if h.ready()]
+                in_flight.clear()
+                for _, h in done:
+                    yield h.get()
+                _kill(pool)
+                pool = _new_pool(processes)
+                pending.extendleft(reversed(survivors))
+    finally:
+        if in_flight:  # abandoned mid-way (an error or a stop): its queued files must not run on
+            _kill(pool)
+        else:
+            _release(processes, pool)
