@@ -146,6 +146,7 @@ class Settings:
     openai_base_url: str | None = None
     batch_size: int = 256
     pipeline_schema: str = "doc_migration"
+    vector_index: str = "build"  # "defer": a bootstrap split over several runs builds the HNSW index once, last
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -189,6 +190,9 @@ class Settings:
         batch = env_int("MIGRATION_BATCH_SIZE", 8192 if embedder == "openai" else 256)
         if batch < 1:
             raise ConfigError(f"MIGRATION_BATCH_SIZE must be positive, got {batch}")
+        vector_index = (os.environ.get("DOC_MIGRATION_VECTOR_INDEX") or "build").strip().lower()
+        if vector_index not in ("build", "defer"):
+            raise ConfigError(f"DOC_MIGRATION_VECTOR_INDEX must be 'build' or 'defer', got {vector_index!r}")
         return cls(
             home=home,
             database_url=os.environ.get("DATABASE_URL") or None,
@@ -199,6 +203,7 @@ class Settings:
             openai_base_url=os.environ.get("OPENAI_BASE_URL") or None,
             batch_size=batch,
             pipeline_schema=schema,
+            vector_index=vector_index,
         )
 
     def with_overrides(self, **kwargs: Any) -> Settings:
@@ -217,4 +222,5 @@ class Settings:
             "openai_api_key": "***" if os.environ.get("OPENAI_API_KEY") else None,
             "batch_size": self.batch_size,
             "pipeline_schema": self.pipeline_schema,
+            "vector_index": self.vector_index,
         }

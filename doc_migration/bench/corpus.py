@@ -40,7 +40,7 @@ import yaml
 from ..config import OFFLINE_MODEL
 from .words import CONTENT_WORDS, DOMAIN_TERMS, FUNCTION_WORDS, IDENT_PARTS, LANGUAGES
 
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5  # 5: the stamp records the dump's embedding model
 DEFAULT_SEED = 42
 DEFAULT_SIZE_MB = 184.0
 DEFAULT_DUMP_DOCS = 4200
@@ -609,6 +609,7 @@ class CorpusInfo:
     dump_files: int = 0
     dump_docs: int = 0
     dump_bytes: int = 0
+    dump_model: str = ""  # the dump's vectors were made by this model: a model change regenerates them
     seconds: float = 0.0
 
     @property
@@ -719,13 +720,14 @@ def generate_corpus(root: Path, seed: int = DEFAULT_SEED, size_mb: float = DEFAU
         raise ValueError(f"unknown doc type(s) {unknown}; known: {list(DOC_TYPES)}")
     cached = CorpusInfo.load(root)
     if (cached is not None and cached.seed == seed and cached.size_mb == size_mb and cached.dump_docs == dump_docs
-            and cached.shards == shards and (cached.doc_types or list(DOC_TYPES)) == chosen):
+            and cached.shards == shards and (cached.doc_types or list(DOC_TYPES)) == chosen
+            and cached.dump_model == DUMP_MODEL):
         return cached
     start = time.perf_counter()
     if root.exists():
         shutil.rmtree(root)
     (root / "docs").mkdir(parents=True)
-    info = CorpusInfo(root=root, seed=seed, size_mb=size_mb, shards=shards, doc_types=chosen)
+    info = CorpusInfo(root=root, seed=seed, size_mb=size_mb, shards=shards, doc_types=chosen, dump_model=DUMP_MODEL)
     total_share = sum(DOC_TYPES[d][0] for d in chosen)
     budget_total = int(size_mb * MB / total_share)
     number = 0

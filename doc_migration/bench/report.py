@@ -89,10 +89,13 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             add("4× corpus: peak memory within 20 %", f"run did not complete (exit code {scale['exit_code']}); peak "
                 f"so far {scale['processes']['peak_pss_total'] / GB:.2f} GB", None)
         elif scale and procs and scale.get("processes"):
-            ratio = scale["processes"]["peak_pss_total"] / procs["peak_pss_total"]
+            # The 4x run defers the index build (its memory is maintenance_work_mem, whatever the size):
+            # compare like with like, the pipeline outside the index build.
+            big = scale["processes"]["peak_pss_total_excluding_index"]
+            base = procs["peak_pss_total_excluding_index"]
             add("4× corpus: peak memory within 20 %",
-                f"{scale['processes']['peak_pss_total'] / GB:.2f} GB vs {procs['peak_pss_total'] / GB:.2f} GB "
-                f"(×{ratio:.2f})", ratio <= 1.2)
+                f"{big / GB:.2f} GB at {scale.get('corpus_mb', 4 * size_mb):,.0f} MB vs {base / GB:.2f} GB (×{big / base:.2f}), "
+                "both outside the HNSW index build (deferred in the 4× run)", big / base <= 1.2)
         elif procs:
             add("4× corpus: peak memory within 20 %", "not run (pass --scale4x)", None)
         rerun = sc.get("rerun")

@@ -630,7 +630,10 @@ def _scale_scenario(config: BenchConfig, server: Server) -> dict[str, Any]:
     home = _fresh_home(config, "scale4x")
     url = server.fresh_database("scale4x")
     try:
-        run = run_cli("scale4x", ["--sources", str(info.manifest), "full", "--json"], home, url, config)
+        # The index build is deferred: its memory is maintenance_work_mem (fixed), its time is
+        # measured at 184 MB; this scenario compares the pipeline's own memory at 4x the data.
+        run = run_cli("scale4x", ["--sources", str(info.manifest), "full", "--json"], home, url, config,
+                      extra_env={"DOC_MIGRATION_VECTOR_INDEX": "defer"})
         run["derived"] = derive(run, info.bytes)
         run["sizes"] = database_sizes(url)
         run["corpus_mb"] = round(info.bytes / MB, 1)

@@ -173,7 +173,7 @@ def loaded_rows(context: AssetExecutionContext, migration: MigrationResource) ->
     results, failed = _each_partition(context, migration, "load", lambda key: load_partition(
         migration.settings, migration.url, key, context.run_id, embedder), workers=min(2, migration.parallel))
     index_built = False
-    if any(r.status == "loaded" for r in results.values()):
+    if migration.settings.vector_index != "defer":  # built once, after the first bulk load; then a no-op
         index_built = ensure_vector_index(migration.url, migration.settings.embedding_dims)
     metadata: dict[str, Any] = {
         "partitions_loaded": sum(1 for r in results.values() if r.status == "loaded"),
