@@ -22,6 +22,7 @@ import hashlib
 import re
 import zlib
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +102,7 @@ _LOWER[ord("A"):ord("Z") + 1] += 32
 _NIBBLE_BITS = (np.arange(16)[:, None] >> np.arange(4)) & 1  # nibble value -> its 4 bits, least significant first
 LONG_WORD = 64
 BATCH_BYTES = 4 << 20  # text fingerprinted per numpy pass (bounds the temporary arrays to ~100 MB)
+LOAD_BATCH = 2000  # rows fetched at a time (~6 MB of chunk text)
 
 
 def _word_bytes(text: str) -> bytes:
@@ -244,40 +246,48 @@ def near_pairs(fps: list[int], bits: int) -> list[tuple[int, int, int]]:
     return [(i, j, d) for (i, j), d in sorted(found.items())]
 
 
-def _load(settings: Settings, url: str, keys: list[str]) -> list[tuple[Member, str]]:
+def _load(settings: Settings, url: str, keys: list[str]) -> Iterator[list[tuple[Member, str]]]:
+    """The partitions' rows in batches: memory stays at one batch of content whatever the corpus size."""
     s = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn:
-        rows = conn.execute(sql.SQL(
+    with connection(url) as conn, conn.cursor(name="doc_migration_duplicates") as cur:
+        cur.execute(sql.SQL(
             "SELECT d.id::text, pr.partition_key, d.doc_type, d.source_name, d.doc_path, pr.source_file, d.content, "
             "  d.metadata->'aliases' FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
             "WHERE pr.partition_key = ANY(%s) ORDER BY d.doc_type, d.source_name, d.doc_path").format(s=s),
-            (keys,)).fetchall()
-    out: list[tuple[Member, str]] = []
-    for rid, key, doc_type, source_name, doc_path, source_file, content, aliases in rows:
-        alias_refs: tuple[tuple[str, str], ...] = ()
-        if isinstance(aliases, list):
-            alias_refs = tuple((str(a.get("source_name")), str(a.get("doc_path"))) for a in aliases
-                               if isinstance(a, dict))
-        sha = hashlib.sha256(content.encode("utf-8")).hexdigest()
-        out.append((Member(rid, key, doc_type, source_name, doc_path, source_file, sha, alias_refs), content))
-    return out
+            (keys,))
+        while rows := cur.fetchmany(LOAD_BATCH):
+            out: list[tuple[Member, str]] = []
+            for rid, key, doc_type, source_name, doc_path, source_file, content, aliases in rows:
+                alias_refs: tuple[tuple[str, str], ...] = ()
+                if isinstance(aliases, list):
+                    alias_refs = tuple((str(a.get("source_name")), str(a.get("doc_path"))) for a in aliases
+                                       if isinstance(a, dict))
+                sha = hashlib.sha256(content.encode("utf-8")).hexdigest()
+                out.append((Member(rid, key, doc_type, source_name, doc_path, source_file, sha, alias_refs), content))
+            yield out
 
 
 def find_groups(settings: Settings, url: str, keys: list[str], cfg: DuplicateConfig) -> tuple[list[Group], int]:
     """All duplicate groups among the partitions' rows (exact first, then near), and the rows scanned."""
-    rows = _load(settings, url, keys)
     by_sha: dict[tuple[str, str], list[Member]] = defaultdict(list)
-    for m, _ in rows:
-        by_sha[(m.doc_type, m.sha)].append(m)
+    # Near-duplicates: one representative per distinct text, fingerprinted as the rows stream by
+    # (only fingerprints are kept), compared within a doc type.
+    distinct: dict[tuple[str, str], tuple[Member, int | None]] = {}
+    scanned = 0
+    for batch in _load(settings, url, keys):
+        scanned += len(batch)
+        first: list[tuple[Member, str]] = []
+        for m, content in batch:
+            key = (m.doc_type, m.sha)
+            if cfg.near and key not in by_sha:
+                first.append((m, content))
+            by_sha[key].append(m)
+        fps = simhash_many([content for _, content in first], cfg.shingle_words, cfg.min_words) if first else []
+        for (m, _), fp in zip(first, fps, strict=True):
+            distinct[(m.doc_type, m.sha)] = (m, fp)
     groups = [Group("exact", dt, ms) for (dt, _), ms in sorted(by_sha.items()) if len(ms) > 1]
-
-    # Near-duplicates: one representative per distinct text, fingerprinted, compared within a doc type.
     reps: dict[str, list[tuple[Member, int]]] = defaultdict(list)
-    distinct: dict[tuple[str, str], tuple[Member, str]] = {}
-    for m, content in rows if cfg.near else []:
-        distinct.setdefault((m.doc_type, m.sha), (m, content))
-    fps = simhash_many([content for _, content in distinct.values()], cfg.shingle_words, cfg.min_words)
-    for (m, _), fp in zip(distinct.values(), fps, strict=True):
+    for m, fp in distinct.values():
         if fp is not None:
             reps[m.doc_type].append((m, fp))
     for doc_type, items in sorted(reps.items()):
@@ -308,7 +318,7 @@ def find_groups(settings: Settings, url: str, keys: list[str], cfg: DuplicateCon
             members = [m for i in idx for m in by_sha[(doc_type, items[i][0].sha)]]
             dist = worst[root]
             groups.append(Group("near", doc_type, members, dist))
-    return groups, len(rows)
+    return groups, scanned
 
 
 def check_duplicates(settings: Settings, url: str, keys: list[str], config: ValidationConfig | None = None
