@@ -63,6 +63,12 @@ def _store(conn: psycopg.Connection, schema: sql.Identifier, model: str, dims: i
             "SELECT %s, %s, text_sha, embedding FROM _emb ON CONFLICT DO NOTHING").format(schema), (model, dims))
 
 
+def check_vectors(vectors: np.ndarray, n: int, dims: int) -> None:
+    """An embedder's answer must be n finite vectors of the configured size before anything stores it."""
+    if vectors.shape != (n, dims) or not np.all(np.isfinite(vectors)):
+        raise RuntimeError(f"embedder returned {vectors.shape} for {n} inputs of {dims} dimensions")
+
+
 def record_spend(conn: psycopg.Connection, schema: sql.Identifier, run_id: str, key: str, model: str, *,
                  inputs: int = 0, cache_hits: int = 0, tokens: int = 0, requests: int = 0, retries: int = 0,
                  seconds: float = 0.0) -> None:
@@ -107,8 +113,7 @@ def embed_partition(settings: Settings, url: str, key: str, run_id: str, embedde
         for i in range(0, len(missing), batch):
             part = missing[i:i + batch]
             vectors = embedder.embed([r[1] for r in part])
-            if vectors.shape != (len(part), dims) or not np.all(np.isfinite(vectors)):
-                raise RuntimeError(f"embedder returned {vectors.shape} for {len(part)} inputs of {dims} dimensions")
+            check_vectors(vectors, len(part), dims)
             _store(conn, schema, model, dims, [r[0] for r in part], vectors)
             crash_point("embed-before-commit")
             conn.commit()

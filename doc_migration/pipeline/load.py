@@ -31,7 +31,7 @@ from psycopg.types.json import Jsonb
 from ..config import Settings
 from ..embedding.base import Embedder
 from ..storage.database import connection
-from .embed import record_spend
+from .embed import check_vectors, record_spend
 from .faults import crash_point
 
 UNDO_KEPT_LOADS = 3  # per partition: how many past loads can still be rolled back
@@ -91,11 +91,6 @@ def _as_is(text: Any) -> str:
     return str(text)
 
 
-def _check_vectors(vectors: np.ndarray, n: int, dims: int) -> None:
-    if vectors.shape != (n, dims) or not np.all(np.isfinite(vectors)):
-        raise RuntimeError(f"embedder returned {vectors.shape} for {n} inputs of {dims} dimensions")
-
-
 def _stream(url: str, s: sql.Identifier, params: dict[str, Any], embedder: Embedder,
             stop: threading.Event, out: queue.Queue[Any]) -> None:
     """Reader thread: staged rows in batches from a second connection, with their vectors computed
@@ -111,7 +106,7 @@ def _stream(url: str, s: sql.Identifier, params: dict[str, Any], embedder: Embed
                 if not rows:
                     break
                 vectors = embedder.embed([r[4] for r in rows])
-                _check_vectors(vectors, len(rows), embedder.dims)
+                check_vectors(vectors, len(rows), embedder.dims)
                 while not stop.is_set():
                     try:
                         out.put((rows, vectors), timeout=0.5)
@@ -256,7 +251,7 @@ def _merge(conn: psycopg.Connection, s: sql.Identifier, settings: Settings, key:
             if not rows:
                 break
             vectors = compute.embed([r[1] for r in rows])
-            _check_vectors(vectors, len(rows), compute.dims)
+            check_vectors(vectors, len(rows), compute.dims)
             with conn.cursor() as cur, cur.copy("COPY _vec (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
                 copy.set_types(["uuid", "vector"])
                 for r, v in zip(rows, vectors, strict=True):
