@@ -24,7 +24,9 @@ import yaml
 from doc_migration.config import Settings
 from doc_migration.manifest import load_manifest
 from doc_migration.storage.database import ensure_vector_index
+from doc_migration.validation import retrieval
 from doc_migration.validation.checks import check_embeddings, check_staged_chunks, check_staged_embeddings
+from doc_migration.validation.config import load_validation_config
 from doc_migration.validation.html import render_html
 from doc_migration.validation.repair import apply_repair, plan_repair
 from doc_migration.validation.report import build_report
@@ -221,6 +223,28 @@ def test_report_totals_and_clean_checks(scenario: Scenario) -> None:
     rust = next(t for t in r["per_doc_type"] if t["doc_type"] == "rust")
     assert rust["failures"] >= 4 and {"checksums", "schema", "duplicates", "links"} <= set(rust["failed_checks"])
     assert r["throughput"]["runs"] and r["throughput"]["runs"][0]["rows_written"] > 0
+
+
+def test_retrieval_without_the_index_finds_the_same_rows_in_one_exact_scan(
+        scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deferred index build leaves exact scans only: one scan serves every sampled row, and the sample
+    is thinned to the scan budget instead of taking minutes per query on a large table."""
+    indexed = scenario.report["checks"]["retrieval"]
+    cfg = load_validation_config(scenario.manifest)
+    _exec(scenario.url, "DROP INDEX documents_embedding_hnsw")
+    try:
+        exact = retrieval.check_retrieval(scenario.settings, scenario.url, scenario.keys, cfg)
+        rows = _exec(scenario.url, "SELECT count(*) FROM documents")[0][0]
+        monkeypatch.setattr(retrieval, "EXACT_BUDGET", rows * 3)
+        thinned = retrieval.check_retrieval(scenario.settings, scenario.url, scenario.keys, cfg)
+    finally:
+        ensure_vector_index(scenario.url, scenario.settings.embedding_dims)
+    assert indexed["index_exists"] and not exact["index_exists"]
+    assert exact["sampled"] == indexed["sampled"] == exact["sampled_before_thinning"]
+    assert sorted(f["doc_path"] for f in exact["findings"]) == sorted(f["doc_path"] for f in indexed["findings"])
+    assert exact["recall_at_1"] == indexed["recall_at_1"] and not exact["passed"]
+    assert "no HNSW index: exact search" in exact["message"]
+    assert thinned["sampled"] == 3 and thinned["sampled_before_thinning"] == indexed["sampled"]
 
 
 def test_blocking_checks_stop_the_run_before_the_report(scenario: Scenario) -> None:
