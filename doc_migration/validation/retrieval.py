@@ -57,13 +57,14 @@ def check_retrieval(settings: Settings, url: str, keys: list[str], config: Valid
     k = cfg.retrieval_top_k
     with connection(url) as conn:
         sample = conn.execute(sql.SQL(
-            "SELECT partition_key, id, doc_type, doc_path, content, md5 FROM ("
-            "  SELECT pr.partition_key, d.id::text AS id, d.doc_type, d.doc_path, d.content, md5(d.content) AS md5, "
-            "    row_number() OVER (PARTITION BY pr.partition_key ORDER BY md5(d.id::text || %s)) AS rn "
-            "  FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
-            "  WHERE pr.partition_key = ANY(%s) AND d.metadata->>'embedding_model' = %s "
-            "    AND pr.embed_key <> 'carried') x "
-            "WHERE rn <= %s ORDER BY partition_key, doc_path").format(s=s),
+            # Sampled by id alone; content is read (and hashed) for the sampled rows only.
+            "SELECT x.partition_key, d.id::text, d.doc_type, d.doc_path, d.content, md5(d.content) FROM ("
+            "  SELECT pr.partition_key, pr.document_id, "
+            "    row_number() OVER (PARTITION BY pr.partition_key ORDER BY md5(pr.document_id::text || %s)) AS rn "
+            "  FROM {s}.partition_rows pr JOIN documents d0 ON d0.id = pr.document_id "
+            "  WHERE pr.partition_key = ANY(%s) AND d0.metadata->>'embedding_model' = %s "
+            "    AND pr.embed_key <> 'carried') x JOIN documents d ON d.id = x.document_id "
+            "WHERE x.rn <= %s ORDER BY x.partition_key, d.doc_path").format(s=s),
             (f"{cfg.seed}:retrieval", keys, model, cfg.retrieval_per_partition)).fetchall()
         skipped = conn.execute(sql.SQL(
             "SELECT count(*) FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
