@@ -50,7 +50,8 @@ def merge(results: dict[str, Any], path: Path) -> None:
     for name, value in (earlier.get("scenarios") or {}).items():
         if name not in results.setdefault("scenarios", {}):
             results["scenarios"][name] = value
-            merged[name] = earlier.get("started_at", str(path))
+            # A scenario merged before keeps the start of the run that measured it.
+            merged[name] = (earlier.get("merged_from") or {}).get(name) or earlier.get("started_at", str(path))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

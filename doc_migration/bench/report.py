@@ -348,7 +348,8 @@ def write_markdown(results: dict[str, Any], path: Path, svg_name: str) -> None:
     out += ["", f"![stages and memory]({svg_name})", ""]
     merged = results.get("merged_from") or {}
     if merged:
-        out += ["Scenarios taken from an earlier run of the benchmark (same corpus and code, `--merge`): "
+        out += ["Scenarios measured by an earlier run of the benchmark on the same corpus (`--merge`; the code "
+                "section below names the commit of this run only), by the start of that run: "
                 + ", ".join(f"`{k}` ({v})" for k, v in merged.items()) + ".", ""]
     out += ["## Machine", "",
             f"- {cores} cores ({m.get('cpu_model', '?')}), {m.get('ram_gb', '?')} GB RAM; load average (1, 5, 15 min) "

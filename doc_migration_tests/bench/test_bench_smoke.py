@@ -93,3 +93,19 @@ def test_tiny_benchmark_run(tmp_path: Path, pg_server_url: str) -> None:
     assert "## Targets" in text and "## Runs" in text and svg.read_text().startswith("<svg")
     met = {row["target"]: row["met"] for row in evaluate_targets(results)}
     assert any("1 %-changed" in t and m for t, m in met.items())
+
+
+def test_merge_keeps_the_start_of_the_run_that_measured_each_scenario(tmp_path: Path) -> None:
+    """Merging twice must not relabel old scenarios with the intermediate run's start."""
+    import json
+
+    from doc_migration.bench.__main__ import merge
+
+    older = tmp_path / "older.json"
+    older.write_text(json.dumps({"started_at": "T2", "merged_from": {"first": "T1"},
+                                 "scenarios": {"first": {"wall_seconds": 1}, "dump": {"wall_seconds": 2},
+                                               "scale4x": {"wall_seconds": 3}}}), encoding="utf-8")
+    results = {"started_at": "T3", "scenarios": {"scale4x": {"wall_seconds": 4}}}
+    merge(results, older)
+    assert results["merged_from"] == {"first": "T1", "dump": "T2"}
+    assert results["scenarios"]["scale4x"] == {"wall_seconds": 4}  # this run's own measurement wins
