@@ -160,7 +160,7 @@ def _rank_indexed(conn: Any, dims: int, sample: list[Any], vectors: Any, k: int)
 
 def _thin(n: int, rows: int) -> list[int]:
     """Indexes of an evenly spaced subsample that keeps one exact scan within EXACT_BUDGET."""
-    m = max(1, min(n, EXACT_BUDGET // max(rows, 1)))
+    m = min(n, max(1, EXACT_BUDGET // max(rows, 1)))
     return sorted({i * n // m for i in range(m)})
 
 

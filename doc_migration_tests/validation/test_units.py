@@ -189,3 +189,13 @@ def test_html_is_one_self_contained_page_with_the_key_numbers() -> None:
         for name in ("src", "href", "xlink:href"):
             assert not (attrs.get(name) or "").startswith(("http", "//")), attrs
     assert "@import" not in page and "url(" not in page
+
+
+def test_unindexed_retrieval_sample_is_thinned_evenly_and_never_invented() -> None:
+    from doc_migration.validation.retrieval import EXACT_BUDGET, _thin
+
+    assert _thin(0, 10) == []  # nothing sampled (nothing loaded with the model): nothing to rank
+    assert _thin(5, 100) == [0, 1, 2, 3, 4]  # within budget: the whole sample
+    kept = _thin(440, EXACT_BUDGET // 100)
+    assert len(kept) == 100 and kept[0] == 0 and kept[-1] >= 435  # spread over every partition's samples
+    assert _thin(3, EXACT_BUDGET * 10) == [0]  # a huge table still checks one row
