@@ -186,8 +186,7 @@ def _rank_exact(conn: Any, dims: int, sample: list[Any], vectors: Any, k: int) -
         q = q / np.linalg.norm(q, axis=1, keepdims=True)
     m = len(sample)
     best_d = np.full((m, 0), np.inf, dtype=np.float32)
-    best_i = np.empty((m, 0), dtype=np.int64)
-    ids: list[str] = []
+    best_id = np.empty((m, 0), dtype=object)  # only the running top-k ids are kept, not every row's
     self_d: list[float | None] = [None] * m
     want = {row[1]: i for i, row in enumerate(sample)}
     oid = conn.execute("SELECT 'halfvec'::regtype::oid::int").fetchone()[0]
@@ -202,24 +201,23 @@ def _rank_exact(conn: Any, dims: int, sample: list[Any], vectors: Any, k: int) -
             with np.errstate(divide="ignore", invalid="ignore"):
                 dist = 1.0 - (q @ rows.T) / np.linalg.norm(rows, axis=1)[None, :]
             dist = np.where(np.isfinite(dist), dist, np.inf)  # a zero vector has no distance: never a neighbour
-            base = len(ids)
-            for j, b in enumerate(batch):
-                ids.append(b[0])
-                if b[0] in want:
-                    d = float(dist[want[b[0]], j])
-                    self_d[want[b[0]]] = d if np.isfinite(d) else None
+            ids = np.array([b[0] for b in batch], dtype=object)
+            for j, rid in enumerate(ids):
+                if rid in want:
+                    d = float(dist[want[rid], j])
+                    self_d[want[rid]] = d if np.isfinite(d) else None
             cand_d = np.concatenate([best_d, dist], axis=1)
-            cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(base, len(ids)), (m, len(batch)))], axis=1)
+            cand_id = np.concatenate([best_id, np.broadcast_to(ids, (m, len(ids)))], axis=1)
             order = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
             best_d = np.take_along_axis(cand_d, order, axis=1)
-            best_i = np.take_along_axis(cand_i, order, axis=1)
-    wanted = sorted({ids[x] for x, d in zip(best_i.ravel(), best_d.ravel(), strict=True) if np.isfinite(d)})
+            best_id = np.take_along_axis(cand_id, order, axis=1)
+    wanted = sorted({str(x) for x, d in zip(best_id.ravel(), best_d.ravel(), strict=True) if np.isfinite(d)})
     info = {r[0]: (r[1], r[2]) for r in conn.execute(
         "SELECT id::text, doc_path, md5(content) FROM documents WHERE id = ANY(%s::uuid[])", (wanted,)).fetchall()}
     out: list[Ranked] = []
     for i in range(m):
         top: list[tuple[str, str, str, float | None]] = [
-            (ids[x], *info[ids[x]], float(d)) for x, d in zip(best_i[i], best_d[i], strict=True)
-            if np.isfinite(d) and ids[x] in info]
+            (str(x), *info[str(x)], float(d)) for x, d in zip(best_id[i], best_d[i], strict=True)
+            if np.isfinite(d) and str(x) in info]
         out.append((top, self_d[i]))
     return out
