@@ -140,12 +140,7 @@ def encode(text: str) -> list[int]:
 def count_tokens(text: str) -> int:
     """Number of cl100k_base tokens in ``text``; safe for texts of any length."""
     if len(text) <= PIECE_CHARS:  # the common case, without the generator: chunking counts every block
-        if not text:
-            return 0
-        try:
-            return int(_count_backend().count(text))
-        except (UnicodeError, ValueError):
-            return len(_encode_piece(text))
+        return _count_piece(text) if text else 0
     return sum(_count_piece(piece) for piece in _pieces(text))
 
 

@@ -127,8 +127,10 @@ def _tail(text: str, overlap: int, tokens: int | None = None) -> tuple[str, int]
         return text, tokens
     tail = tail_within_tokens(text, overlap)
     if tail is None:  # text the fast path refuses: search by counting
-        if count_tokens(text) <= overlap:
-            return text, count_tokens(text)
+        if tokens is None:
+            tokens = count_tokens(text)
+        if tokens <= overlap:
+            return text, tokens
         tail = text[-_search_prefix(text[::-1], overlap):]  # reversed text: counts are close enough
     if tail == text:
         return text, count_tokens(text) if tokens is None else tokens

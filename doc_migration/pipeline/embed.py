@@ -95,7 +95,7 @@ def embed_partition(settings: Settings, url: str, key: str, run_id: str, embedde
             "WHERE partition_key = %s").format(schema), (key,)).fetchone()
         assert counts is not None
         result.chunks, result.carried = int(counts[0]), int(counts[1])
-        if not getattr(embedder, "cacheable", True):
+        if not embedder.cacheable:
             conn.rollback()
             result.deferred = result.chunks - result.carried
             result.seconds = time.perf_counter() - start

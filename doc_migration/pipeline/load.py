@@ -294,7 +294,7 @@ def load_partition(settings: Settings, url: str, key: str, run_id: str,
     """``embedder`` is needed only when it is not cacheable: its vectors are computed here."""
     s = sql.Identifier(settings.pipeline_schema)
     start = time.perf_counter()
-    compute = embedder if embedder is not None and not getattr(embedder, "cacheable", True) else None
+    compute = embedder if embedder is not None and not embedder.cacheable else None
     if compute is not None and (compute.model, compute.dims) != (settings.model_name, settings.embedding_dims):
         raise RuntimeError(f"embedder {compute.model}/{compute.dims} does not match the settings "
                            f"{settings.model_name}/{settings.embedding_dims}")

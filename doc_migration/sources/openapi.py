@@ -96,6 +96,16 @@ def _yaml12_resolvers() -> dict[Any, list[tuple[str, re.Pattern[str]]]]:
     return table
 
 
+def _too_many_aliases(limit: int) -> QuarantineError:
+    return QuarantineError(f"YAML uses more than {limit} aliases",
+                           "possible billion-laughs bomb; raise limits.max_yaml_aliases only if trusted")
+
+
+def _too_deep(limit: int) -> QuarantineError:
+    return QuarantineError(f"YAML nested deeper than {limit} levels",
+                           "hostile or generated input; raise limits.max_json_depth only if the file is trusted")
+
+
 class _Limits(yaml.composer.Composer):
     """Composer that refuses alias floods, deep nesting and huge alias expansions."""
 
@@ -108,17 +118,11 @@ class _Limits(yaml.composer.Composer):
         if self.check_event(yaml.AliasEvent):  # type: ignore[attr-defined]
             self._aliases += 1
             if self._aliases > self._max_aliases:
-                raise QuarantineError(
-                    f"YAML uses more than {self._max_aliases} aliases",
-                    "possible billion-laughs bomb; raise limits.max_yaml_aliases only if trusted",
-                )
+                raise _too_many_aliases(self._max_aliases)
             return super().compose_node(parent, index)
         self._depth += 1
         if self._depth > self._max_depth:
-            raise QuarantineError(
-                f"YAML nested deeper than {self._max_depth} levels",
-                "hostile or generated input; raise limits.max_json_depth only if the file is trusted",
-            )
+            raise _too_deep(self._max_depth)
         try:
             return super().compose_node(parent, index)
         finally:
@@ -192,17 +196,11 @@ def _check_graph(root: yaml.Node, max_aliases: int, max_depth: int) -> None:
         if id(node) in seen:
             aliases += 1
             if aliases > max_aliases:
-                raise QuarantineError(
-                    f"YAML uses more than {max_aliases} aliases",
-                    "possible billion-laughs bomb; raise limits.max_yaml_aliases only if trusted",
-                )
+                raise _too_many_aliases(max_aliases)
             continue
         seen.add(id(node))
         if depth > max_depth:
-            raise QuarantineError(
-                f"YAML nested deeper than {max_depth} levels",
-                "hostile or generated input; raise limits.max_json_depth only if the file is trusted",
-            )
+            raise _too_deep(max_depth)
         if isinstance(node, yaml.SequenceNode):
             stack.extend((child, depth + 1) for child in reversed(node.value))
         elif isinstance(node, yaml.MappingNode):
