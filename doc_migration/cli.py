@@ -8,6 +8,7 @@ Exit codes: 0 ok; 1 some partitions failed; 2 bad configuration or usage; 3 vali
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import signal
@@ -16,44 +17,16 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, Settings, redact
 from .manifest import Manifest, load_manifest, split_partition_key
+from .pipeline.faults import crash_point
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_VALIDATION, EXIT_BUSY, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = (
     0, 1, 2, 3, 4, 5, 130)
-
-
-class Progress:
-    """A bar with percent, rate and ETA on a terminal; plain periodic lines otherwise (Kubernetes logs)."""
-
-    def __init__(self, stream: Any = None, interval: float = 10.0) -> None:
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.interval = interval
-        self.started: dict[str, float] = {}
-        self.last_line = 0.0
-
-    def __call__(self, stage: str, done: int, total: int, unit: str) -> None:
-        now = time.monotonic()
-        start = self.started.setdefault(stage, now)
-        elapsed = max(now - start, 1e-6)
-        pct = 100.0 * done / total if total else 100.0
-        rate = done / elapsed
-        eta = (total - done) / rate if rate > 0 else 0.0
-        text = f"{stage:<6} {done}/{total} {unit} {pct:5.1f}% {rate:6.1f}/s ETA {eta:5.0f}s"
-        if self.tty:
-            filled = int(pct / 5)
-            self.stream.write(f"\r[{'#' * filled}{'.' * (20 - filled)}] {text}")
-            if done >= total:
-                self.stream.write("\n")
-            self.stream.flush()
-        elif done >= total or now - self.last_line >= self.interval:
-            self.last_line = now
-            self.stream.write(f"progress: {text}\n")
-            self.stream.flush()
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], human: str) -> None:
@@ -72,20 +45,29 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, Manifest]:
     return settings, manifest
 
 
+def _unknown(kind: str, names: Sequence[str], known: Sequence[str], listing: str) -> ConfigError:
+    """The error for names not in ``known``, each with its nearest known name when one is close."""
+    parts = []
+    for name in names:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        parts.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    return ConfigError(f"unknown {kind} {', '.join(parts)}; {listing}")
+
+
 def _select(manifest: Manifest, partitions: Sequence[str] | None, doc_types: Sequence[str] | None) -> list[str]:
     keys = manifest.partition_keys()
     if partitions:
         unknown = [p for p in partitions if p not in keys]
-        for p in unknown:
-            split_partition_key(p)
         if unknown:
-            raise ConfigError(f"unknown partition(s) {unknown}; this manifest has {len(keys)}, e.g. {keys[:3]}")
+            raise _unknown("partition", unknown, keys, f"this manifest has {len(keys)} partitions "
+                           f"({keys[0]} … {keys[-1]}; `doc-migrate config` shows the doc types and shards)"
+                           if keys else "this manifest has no partitions")
         keys = [k for k in keys if k in set(partitions)]
     if doc_types:
-        known = set(manifest.doc_types())
+        known = sorted(manifest.doc_types())
         missing = [d for d in doc_types if d not in known]
         if missing:
-            raise ConfigError(f"unknown doc type(s) {missing}; known: {sorted(known)}")
+            raise _unknown("doc type", missing, known, f"known: {', '.join(known)}")
         keys = [k for k in keys if split_partition_key(k)[0] in set(doc_types)]
     return keys
 
@@ -94,16 +76,11 @@ def _changed_span(settings: Settings, manifest: Manifest, url: str, keys: list[s
     """The selected partitions from the first to the last one whose files changed since its last
     load (a make-style skip): an unchanged re-run starts no Dagster run at all, and the unchanged
     partitions between changed ones cost one cheap no-op each instead of a run per gap."""
-    from psycopg import sql
-
     from .pipeline.scan import scan
-    from .storage.database import connection
+    from .storage.ledger import loaded_checksums
 
     scans = scan(settings, manifest, keys)
-    with connection(url) as conn:
-        loaded = dict(conn.execute(sql.SQL(
-            "SELECT partition_key, checksum FROM {}.partition_state WHERE partition_key = ANY(%s)").format(
-                sql.Identifier(settings.pipeline_schema)), (keys,)).fetchall())
+    loaded = loaded_checksums(settings, url, keys)
     changed = [i for i, k in enumerate(keys) if loaded.get(k) != scans[k].checksum]
     return keys[changed[0]:changed[-1] + 1] if changed else []
 
@@ -141,6 +118,58 @@ def _dagster_instance(settings: Settings) -> Any:
     return DagsterInstance.get()
 
 
+class ForeignRowsFound(Exception):
+    """The database holds rows in this manifest's partitions that it does not produce (exit 3)."""
+
+
+@dataclass
+class RunOutcome:
+    """What the Dagster runs of one ``full`` did, read from their public results."""
+
+    run_ids: list[str] = field(default_factory=list)
+    success: bool = True
+    failed_steps: list[str] = field(default_factory=list)
+    failed_checks: list[dict[str, str]] = field(default_factory=list)  # blocking ERROR checks that failed
+    step_errors: list[str] = field(default_factory=list)  # failures of steps that are not checks
+    error: BaseException | None = None
+
+
+def _read_result(result: Any, outcome: RunOutcome, check_steps: set[str]) -> None:
+    outcome.run_ids.append(result.run_id)
+    outcome.success = outcome.success and bool(result.success)
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed and evaluation.severity == dg_severity_error():
+            meta = evaluation.metadata or {}
+            message = getattr(meta.get("message"), "value", None) or evaluation.description or "failed"
+            outcome.failed_checks.append({"check": evaluation.check_name, "message": str(message)})
+    for event in result.get_step_failure_events():
+        key = event.step_key or "?"
+        outcome.failed_steps.append(key)
+        if key not in check_steps:
+            error = getattr(event.step_failure_data, "error", None)
+            text = (getattr(error, "message", "") or "").strip().splitlines()
+            outcome.step_errors.append(f"{key}: {text[0] if text else 'failed'}")
+
+
+def dg_severity_error() -> Any:
+    import dagster as dg
+
+    return dg.AssetCheckSeverity.ERROR
+
+
+def _prune_command(args: argparse.Namespace) -> str:
+    """The prune command for the manifest this command was given, as the operator would type it."""
+    sources = f"--sources {args.sources} " if getattr(args, "sources", None) else ""
+    return f"doc-migrate {sources}prune --foreign"
+
+
+def _foreign(settings: Settings, manifest: Manifest, url: str) -> list[Any]:
+    from .storage.maintenance import foreign_rows
+
+    return foreign_rows(settings, url, {k: manifest.source_names_for(k) for k in manifest.partition_keys()},
+                        str(settings.sources_path))
+
+
 def cmd_full(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     settings, manifest = _settings(args)
@@ -149,22 +178,36 @@ def cmd_full(args: argparse.Namespace) -> int:
         raise ConfigError("no partitions selected")
     if args.dry_run:
         return cmd_plan(args)
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+    from .embedding.factory import require_embedder_config
 
+    require_embedder_config(settings)  # a missing API key fails here, before any scan or parse
+    display = _display(args)
+    display.start(f"doc-migrate full: {len(keys)} partition(s) of {settings.sources_path}; "
+                  "starting the database and Dagster…")
+    from .dagster_defs.checks import CHECKS
     from .dagster_defs.resources import MigrationResource
+    from .dagster_defs.tags import range_tags
     from .definitions import defs
     from .pipeline import interrupt, progress
     from .storage import ledger
+    from .storage.locks import acquire_run_locks
+    from .storage.maintenance import describe_foreign, pending_reloads
 
     migration = MigrationResource(sources=str(settings.sources_path), parallel=args.parallel)
     url = migration.url  # connect and migrate before starting runs: bad config fails fast
+    found = _foreign(settings, manifest, url)
+    if found:
+        raise ForeignRowsFound(describe_foreign(found, _prune_command(args)))
     lock_conn = acquire_run_locks(url, keys)
+    pending = [p["partition"] for p in pending_reloads(settings, url) if p["partition"] in keys]
+    if pending:
+        display.write_line(f"doc-migrate full: reloading {len(pending)} partition(s) that `doc-migrate validate "
+                           f"--repair` reset and did not reload: {', '.join(pending[:10])}")
     run_keys = keys if args.all_partitions else _changed_span(settings, manifest, url, keys)
     instance = _dagster_instance(settings)
     job = defs.resolve_job_def("migrate")
-    run_ids: list[str] = []
-    failed_steps: list[str] = []
-    outcome: dict[str, Any] = {"ok": True, "error": None}
+    check_steps = {f"{spec.asset_key.to_python_identifier()}_{spec.name}" for c in CHECKS for spec in c.check_specs}
+    outcome = RunOutcome()
 
     def execute() -> None:
         try:
@@ -173,43 +216,41 @@ def cmd_full(args: argparse.Namespace) -> int:
                     break
                 result = job.execute_in_process(
                     instance=instance,
-                    tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+                    tags=range_tags(first, last),
                     run_config={
                         "resources": {"migration": {"config": {"sources": str(settings.sources_path),
                                                                "parallel": args.parallel}}},
-                        "loggers": {"console": {"config": {"log_level": args.log_level}}},
+                        "loggers": {"terminal": {"config": {"log_level": args.log_level, "debug": args.debug}}},
                     },
                     resources={"migration": migration},
                     raise_on_error=False,
                 )
-                run_ids.append(result.run_id)
-                outcome["ok"] = outcome["ok"] and result.success
-                failed_steps.extend(e.step_key for e in result.all_events
-                                    if e.event_type_value == "STEP_FAILURE" and e.step_key)
+                _read_result(result, outcome, check_steps)
         except BaseException as exc:  # re-raised in the main thread
-            outcome["error"] = exc
+            outcome.error = exc
 
     # Runs execute in a worker thread so that SIGTERM/SIGINT reach our handler in the main thread
     # (a graceful stop between partitions) instead of Dagster's, which aborts the step mid-way.
     worker = threading.Thread(target=execute, name="doc-migrate-run", daemon=True)
-    sink = Progress()
-    progress.add_sink(sink)
+    progress.add_sink(display)
     try:
         worker.start()
         while worker.is_alive():
             worker.join(timeout=0.2)
     finally:
-        progress.remove_sink(sink)
+        progress.remove_sink(display)
+        display.close()
         lock_conn.close()
-    if outcome["error"] is not None:
-        raise outcome["error"]
-    ok = bool(outcome["ok"])
+    if outcome.error is not None:
+        raise outcome.error
     if interrupt.stop_requested():
         raise KeyboardInterrupt()
+    run_ids = outcome.run_ids
     summary = ledger.run_summary(settings, url, run_ids, keys)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["partitions_skipped_unchanged"] = len(keys) - len(run_keys)
-    if not run_ids and not interrupt.stop_requested():
+    failed_checks = list(outcome.failed_checks)
+    if not run_ids:
         # No run, so no asset checks: still verify what a run's cheap whole-database checks would,
         # so a tampered or half-restored database never passes as "nothing to do".
         from .validation.report import build_report
@@ -217,12 +258,11 @@ def cmd_full(args: argparse.Namespace) -> int:
         report = build_report(settings, url, keys, None, manifest=manifest,
                               only=["counts", "checksums", "orphans", "rolled_back"])
         summary["checks"] = {"passed": report["passed"], "errors": report["errors"], "warnings": report["warnings"]}
-        ok = ok and bool(report["passed"])
-        for name in report["errors"]:
-            print(f"check failed: {name}: {report['checks'][name]['message']} (details: doc-migrate validate; "
-                  "fix: doc-migrate validate --repair)", file=sys.stderr)
-    summary["success"] = ok and not summary["failed_partitions"]
-    summary["failed_steps"] = failed_steps  # e.g. a blocking validation check
+        failed_checks += [{"check": name, "message": str(report["checks"][name]["message"])}
+                          for name in report["errors"]]
+    summary["failed_checks"] = failed_checks
+    summary["success"] = outcome.success and not failed_checks and not summary["failed_partitions"]
+    summary["failed_steps"] = outcome.failed_steps  # e.g. a blocking validation check
     run_part = (f"run {summary['run_id']}" if run_ids else
                 f"all {len(keys)} partitions unchanged since their last load, no run started "
                 "(--all-partitions re-runs them; `doc-migrate validate` re-checks)")
@@ -233,15 +273,35 @@ def cmd_full(args: argparse.Namespace) -> int:
         f"updated, {summary['rows_deleted']} deleted); {summary['chunks_embedded']} chunks embedded "
         f"({summary['embedding_cache_hits']} cache hits, {summary['tokens_sent']} tokens sent); "
         f"failed partitions: {len(summary['failed_partitions'])}"
-        + (f"; failed steps: {', '.join(failed_steps)}" if failed_steps else "")
+        + (f"; failed checks: {', '.join(c['check'] for c in failed_checks)}" if failed_checks else "")
         + f"; {summary['seconds']} s"
     )
     for q in summary["quarantined_files"][:50]:
-        print(f"quarantined: {q['doc_type']}/{q['path']}: {q['reason']}", file=sys.stderr)
+        print(f"quarantined: {q['doc_type']}/{_printable(q['path'])}: {q['reason']}", file=sys.stderr)
     for f in summary["failures"]:
         print(f"failed: {f['partition']} ({f['stage']}): {f['error']}", file=sys.stderr)
+    for line in outcome.step_errors:
+        print(f"step failed: {line}", file=sys.stderr)
+    for c in failed_checks:
+        print(f"check failed: {c['check']}: {c['message']} (details: `doc-migrate validate`)", file=sys.stderr)
     _emit(args, summary, human)
-    return EXIT_OK if summary["success"] else EXIT_FAILED
+    if summary["success"]:
+        return EXIT_OK
+    return EXIT_VALIDATION if failed_checks and not summary["failed_partitions"] else EXIT_FAILED
+
+
+def _printable(text: str) -> str:
+    """A file name as one harmless line: control characters (newlines, ANSI escapes) escaped."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def _display(args: argparse.Namespace) -> Any:
+    from .dagster_defs.terminal_logger import set_line_writer
+    from .terminal import ProgressDisplay
+
+    display = ProgressDisplay()
+    set_line_writer(display.write_line)
+    return display
 
 
 def _database(settings: Settings) -> str:
@@ -250,22 +310,6 @@ def _database(settings: Settings) -> str:
     url = resolve_database_url(settings)
     migrate(settings, url)
     return url
-
-
-def acquire_run_locks(url: str, keys: list[str]) -> Any:
-    """Session advisory locks on a dedicated connection: a second run on the same partitions fails fast,
-    and the server releases them if this process dies."""
-    from .pipeline.load import PartitionBusy
-    from .storage.database import connect
-
-    conn = connect(url, autocommit=True)
-    for key in keys:
-        row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (f"doc_migration:run:{key}",)).fetchone()
-        if not row or not row[0]:
-            conn.close()
-            raise PartitionBusy(f"partition {key} is being migrated by another doc-migrate run; "
-                                "wait for it to finish (see 'doc-migrate status') or stop it")
-    return conn
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -285,6 +329,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
              f"{d['chunks_to_delete']}; to embed {d['chunks_to_embed']} chunks / {d['tokens_to_embed']} tokens "
              f"after {d['cache_hits']} cache hits; estimated ${d['estimated_dollars']:.4f}; embedding time {eta}; "
              f"{d['quarantined']} files would be quarantined")
+    from .storage.maintenance import describe_foreign, pending_reloads
+
+    found = _foreign(settings, manifest, url)
+    d["foreign_rows"] = [f.as_dict() for f in found]
+    d["partitions_awaiting_reload"] = [p["partition"] for p in pending_reloads(settings, url)]
+    if found:
+        human += f"\nblocked: {describe_foreign(found, _prune_command(args))}"
+    if d["partitions_awaiting_reload"]:
+        human += (f"\n{len(d['partitions_awaiting_reload'])} partition(s) reset by `doc-migrate validate --repair` "
+                  f"await their reload: {', '.join(d['partitions_awaiting_reload'][:10])}")
     _emit(args, d, human)
     return EXIT_OK
 
@@ -309,12 +363,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
             _confirm(args, f"Repair: reset and reload {len(plan.partitions)} partition(s) {plan.partitions[:10]}, "
                            f"delete {plan.orphans_expected} orphan row(s), apply '{plan.duplicate_strategy}' to "
                            f"{plan.duplicate_groups_expected} duplicate group(s)")
-            applied = apply_repair(settings, url, plan)
+            applied = apply_repair(settings, url, plan, requested_by=_who())
             repairs.append({"plan": plan.as_dict(), "applied": applied})
+            crash_point("repair-after-reset")
             if applied["partitions_to_materialize"]:
-                code = cmd_full(argparse.Namespace(**{
-                    **vars(args), "partition": applied["partitions_to_materialize"], "doc_type": None,
-                    "dry_run": False, "parallel": getattr(args, "parallel", 1), "json": False}))
+                # The reset partitions are reloaded by this same command; if it dies here, the ledger
+                # lists them as awaiting reload and the next `full` or `validate --repair` finishes them.
+                code = cmd_full(_full_args(args, applied["partitions_to_materialize"]))
                 if code != EXIT_OK:
                     return code
             report = build_report(settings, url, keys, None, manifest=manifest)
@@ -335,6 +390,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if report["passed"] else EXIT_VALIDATION
 
 
+def _full_args(args: argparse.Namespace, partitions: list[str]) -> argparse.Namespace:
+    """``full``'s own arguments (every default its parser gives) for the given partitions, with this
+    command's global options: a repair runs exactly what `doc-migrate full --partition KEY` would."""
+    ns = build_parser().parse_args(["full", "--yes", "--all-partitions"])
+    for name in ("sources", "log_level", "debug"):
+        setattr(ns, name, getattr(args, name, getattr(ns, name, None)))
+    ns.partition = list(partitions)
+    ns.parallel = getattr(args, "parallel", ns.parallel)
+    ns.json = False
+    return ns
+
+
+def _who() -> str:
+    return f"cli:{os.environ.get('USER', 'unknown')}"
+
+
 def _confirm(args: argparse.Namespace, question: str) -> None:
     if args.yes:
         return
@@ -353,7 +424,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     if bool(args.partitions) == bool(args.run):
         raise ConfigError("give partition keys or --run RUN_ID (not both)")
     url = _database(settings)
-    who = f"cli:{os.environ.get('USER', 'unknown')}"
+    who = _who()
     try:
         if args.run:
             _confirm(args, f"Roll back every partition loaded by run {args.run}")
@@ -384,9 +455,16 @@ def cmd_history(args: argparse.Namespace) -> int:
             lines.append(f"{e['at']}  load      {e['partition']:<24} run {e['run_id']}  {e['documents']} docs, "
                          f"+{e['rows_inserted']} ~{e['rows_updated']} -{e['rows_deleted']} rows, "
                          f"{e['quarantined']} quarantined [{e['status']}]")
-        else:
+        elif e["event"] == "rollback":
             lines.append(f"{e['at']}  rollback  {e['partition']:<24} of run {e['run_id']}  "
                          f"{e['rows_deleted']} deleted, {e['rows_restored']} restored")
+        elif e["event"] == "reset":
+            state = f"reloaded {e['reloaded_at']}" if e.get("reloaded_at") else "AWAITING RELOAD (run doc-migrate full)"
+            lines.append(f"{e['at']}  reset     {e['partition']:<24} {e['rows_deleted']} rows deleted by "
+                         f"{e['requested_by'] or '?'} ({e['reason']}); {state}")
+        else:
+            lines.append(f"{e['at']}  prune     {e['partition']:<24} {e['rows_deleted']} rows of source "
+                         f"{e['source_name']} deleted by {e['requested_by'] or '?'} ({e['reason']})")
     _emit(args, {"events": events}, "\n".join(lines) or "no history yet")
     return EXIT_OK
 
@@ -398,15 +476,59 @@ def cmd_status(args: argparse.Namespace) -> int:
     url = _database(settings)
     st = ledger.status(settings, url)
     keys = manifest.partition_keys()
+    from .storage.maintenance import describe_foreign, pending_reloads
+
     st["partitions_total"] = len(keys)
     st["partitions_missing"] = [k for k in keys if k not in st["partitions"]]
+    st["partitions_outside_manifest"] = [k for k in st["partitions"] if k not in set(keys)]
+    found = _foreign(settings, manifest, url)
+    st["foreign_rows"] = [f.as_dict() for f in found]
+    st["partitions_awaiting_reload"] = [p["partition"] for p in pending_reloads(settings, url)]
+    in_manifest = sum(1 for k in st["partitions"] if k in set(keys))
     lines = [f"{st['documents_loaded']} documents in {st['rows']} rows; {len(st['quarantined'])} files quarantined; "
-             f"{st['partitions_loaded']}/{len(keys)} partitions loaded"]
+             f"{in_manifest}/{len(keys)} partitions of this manifest loaded"
+             + (f"; not loaded: {', '.join(st['partitions_missing'][:20])}"
+                + (" …" if len(st["partitions_missing"]) > 20 else "") if st["partitions_missing"] else "")]
+    if st["partitions_outside_manifest"]:
+        lines.append(f"{len(st['partitions_outside_manifest'])} loaded partition(s) are not in this manifest "
+                     f"(another manifest loaded them): {', '.join(st['partitions_outside_manifest'][:20])}")
+    if found:
+        lines.append(describe_foreign(found, _prune_command(args)))
+    if st["partitions_awaiting_reload"]:
+        lines.append(f"awaiting reload after `doc-migrate validate --repair`: "
+                     f"{', '.join(st['partitions_awaiting_reload'])} (run `doc-migrate full`)")
     for key, p in st["partitions"].items():
         lines.append(f"  {key:<28} {p['documents']:>6} docs {p['rows']:>7} rows  loaded {p['loaded_at']}")
     for q in st["quarantined"]:
-        lines.append(f"  quarantined {q['doc_type']}/{q['path']}: {q['reason']}")
+        lines.append(f"  quarantined {q['doc_type']}/{_printable(q['path'])}: {q['reason']}")
     _emit(args, st, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .storage.maintenance import prune_foreign
+
+    settings, manifest = _settings(args)
+    if not args.foreign:
+        raise ConfigError("say what to prune: --foreign (rows of sources this manifest does not produce)")
+    url = _database(settings)
+    found = _foreign(settings, manifest, url)
+    payload: dict[str, Any] = {"foreign_rows": [f.as_dict() for f in found], "pruned": [], "dry_run": args.dry_run}
+    if not found:
+        _emit(args, payload, "no foreign rows: every row in this manifest's partitions comes from its sources")
+        return EXIT_OK
+    listing = "; ".join(f"{f.partition}: {f.rows} row(s) of {f.source_name}" for f in found[:10]) + (
+        " …" if len(found) > 10 else "")
+    rows = sum(f.rows for f in found)
+    if args.dry_run:
+        _emit(args, payload, f"would delete {rows} foreign row(s): {listing}")
+        return EXIT_OK
+    _confirm(args, f"Delete {rows} row(s) of sources this manifest does not produce ({listing}) from documents "
+                   "(running the manifest that loaded them brings them back)")
+    payload["pruned"] = prune_foreign(settings, url, found, _who(), str(settings.sources_path))
+    _emit(args, payload, f"pruned {sum(p['rows_deleted'] for p in payload['pruned'])} foreign row(s) from "
+                         f"{len({p['partition'] for p in payload['pruned']})} partition(s); `doc-migrate history` "
+                         "lists them")
     return EXIT_OK
 
 
@@ -419,18 +541,22 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Global options, accepted before or after the command (`doc-migrate full --sources X` too): SUPPRESS
+    # keeps a subcommand's unset copy from overwriting a value given before it; main() fills defaults.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print one JSON object (the last line of stdout)")
+    common.add_argument("--sources", metavar="FILE", default=argparse.SUPPRESS,
+                        help="source manifest (default: $DOC_MIGRATION_SOURCES or the packaged sample corpus)")
+    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="Dagster log level on stderr (default: WARNING)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show stack traces of errors (and Dagster's) instead of one line each")
     parser = argparse.ArgumentParser(
         prog="doc-migrate", parents=[common],
         description="Bootstrap, migrate and validate the doc-server's PostgreSQL + pgvector database.",
         epilog="Exit codes: 0 ok, 1 partitions failed, 2 bad configuration, 3 validation failed, "
                "4 partition locked by another run, 5 database unreachable (retry), 130 interrupted.")
-    parser.add_argument("--sources", metavar="FILE", help="source manifest (default: $DOC_MIGRATION_SOURCES or the "
-                        "packaged sample corpus)")
-    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="Dagster log level on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     full = sub.add_parser("full", parents=[common], help="migrate all (or selected) partitions in-process")
@@ -473,6 +599,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common], help="what is loaded, per partition and in total")
     status.set_defaults(func=cmd_status)
 
+    prune = sub.add_parser("prune", parents=[common],
+                           help="delete rows in this manifest's partitions that its sources do not produce")
+    prune.add_argument("--foreign", action="store_true",
+                       help="rows of sources this manifest does not produce (e.g. loaded by another manifest)")
+    prune.add_argument("--dry-run", action="store_true", help="list them without deleting")
+    prune.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    prune.set_defaults(func=cmd_prune)
+
     config = sub.add_parser("config", parents=[common], help="effective configuration, secrets redacted")
     config.set_defaults(func=cmd_config)
     return parser
@@ -489,46 +623,56 @@ def _on_signal(signum: int, frame: Any) -> None:
           "(send it again to exit at once)", file=sys.stderr, flush=True)
 
 
+GLOBAL_DEFAULTS: dict[str, Any] = {"json": False, "sources": None, "log_level": "WARNING", "debug": False}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    for name, default in GLOBAL_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, default)
     warnings.filterwarnings("ignore", module="dagster")
     warnings.filterwarnings("ignore", category=UserWarning, message=".*resolve_job_def.*")
     for name in ("BetaWarning", "PreviewWarning", "SupersessionWarning"):
         import dagster
 
         warnings.filterwarnings("ignore", category=getattr(dagster, name, DeprecationWarning))
-    if not hasattr(args, "json"):
-        args.json = False
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    from .pipeline.load import PartitionBusy
     from .storage.database import DatabaseError
+    from .storage.locks import PartitionBusy
+
+    def fail(code: int, message: str, exc: BaseException | None = None) -> int:
+        """One line on stderr (the stack trace too with --debug) and, with --json, a JSON last line."""
+        if args.debug and exc is not None:
+            import traceback
+
+            print(redact("".join(traceback.format_exception(exc))), file=sys.stderr)
+        print(f"doc-migrate: {redact(message)}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"success": False, "exit_code": code, "error": redact(message)}))
+        return code
 
     try:
         code: int = args.func(args)
         return code
     except ConfigError as exc:
-        print(f"doc-migrate: configuration error: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_CONFIG
+        return fail(EXIT_CONFIG, f"configuration error: {exc}", exc)
     except DatabaseError as exc:
-        print(f"doc-migrate: database error: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_UNAVAILABLE if exc.retryable else EXIT_CONFIG
+        return fail(EXIT_UNAVAILABLE if exc.retryable else EXIT_CONFIG, f"database error: {exc}", exc)
     except PartitionBusy as exc:
-        print(f"doc-migrate: {exc}", file=sys.stderr)
-        return EXIT_BUSY
-    except KeyboardInterrupt:
-        print("doc-migrate: interrupted; committed partitions are kept, re-run to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return fail(EXIT_BUSY, str(exc), exc)
+    except ForeignRowsFound as exc:
+        return fail(EXIT_VALIDATION, str(exc), exc)
+    except KeyboardInterrupt as exc:
+        return fail(EXIT_INTERRUPTED, "interrupted; committed partitions are kept, re-run to resume", exc)
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stderr.close()
         return EXIT_OK
-    except Exception as exc:  # never a raw traceback: exception texts may quote a connection string
-        import traceback
-
-        print(redact("".join(traceback.format_exception(exc))), file=sys.stderr)
-        print(f"doc-migrate: unexpected error: {redact(f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
-        return EXIT_FAILED
+    except Exception as exc:  # never a raw traceback by default: exception texts may quote a connection string
+        return fail(EXIT_FAILED, f"unexpected error: {type(exc).__name__}: {exc} (run again with --debug for the "
+                                 "stack trace)", exc)
 
 
 if __name__ == "__main__":

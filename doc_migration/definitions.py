@@ -12,8 +12,9 @@ import dagster as dg
 
 from .dagster_defs.assets import ASSETS
 from .dagster_defs.checks import CHECKS
-from .dagster_defs.jobs import JOBS, SCHEDULES
+from .dagster_defs.jobs import JOBS, SCHEDULES, SENSORS
 from .dagster_defs.resources import MigrationResource
+from .dagster_defs.terminal_logger import terminal_logger
 
 
 def _executor() -> dg.ExecutorDefinition | None:
@@ -31,6 +32,10 @@ defs = dg.Definitions(
     asset_checks=CHECKS,
     jobs=JOBS,
     schedules=SCHEDULES,
+    sensors=SENSORS,
     resources={"migration": MigrationResource()},
     executor=_executor(),
+    # Dagster's console logger for the UI and `dagster job execute`; `terminal` only when doc-migrate
+    # names it in the run config.
+    loggers={"console": dg.colored_console_logger, "terminal": terminal_logger},
 )

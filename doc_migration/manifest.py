@@ -89,6 +89,12 @@ class Manifest:
     def partition_keys(self) -> list[str]:
         return [partition_key(dt, s) for dt in self.doc_types() for s in range(self.shards)]
 
+    def source_names_for(self, key: str) -> set[str]:
+        """The source names this manifest writes into partition ``key`` (doc-server records may add their
+        own at parse time): rows of any other source there were loaded by something else."""
+        doc_type = split_partition_key(key)[0]
+        return {s.source_name_for(doc_type) for s in self.sources if s.doc_type in (doc_type, FOLDER)}
+
     def fingerprint(self) -> str:
         """Parts of the configuration whose change must reload partitions."""
         return f"{self.chunking.fingerprint()}|shards:{self.shards}"

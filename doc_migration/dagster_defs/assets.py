@@ -7,14 +7,17 @@ skipped downstream, the others go on; the run fails at the end if any partition 
 
 
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import dagster as dg
 from dagster import AssetExecutionContext
 
+from ..embedding.pricing import estimate_cost
 from ..pipeline import interrupt, progress
 from ..pipeline.embed import embed_partition
 from ..pipeline.load import load_partition
@@ -38,6 +41,80 @@ def k8s_resources(cpu: str, memory: str) -> dict[str, Any]:
     """Per-step pod size under the k8s executor (ignored by other executors)."""
     return {"dagster-k8s/config": {"container_config": {"resources": {
         "requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}}}}}
+
+PROGRESS_LOG_SECONDS = 10.0
+
+
+@contextmanager
+def progress_in_run_log(context: AssetExecutionContext, stages: set[str],
+                        every: float = PROGRESS_LOG_SECONDS) -> Iterator[None]:
+    """Mirror this step's ``progress.report`` calls into the run log at most every ``every`` seconds per
+    (stage, unit), plus each count's end, and say "still working" when nothing was reported for
+    ``every`` seconds: a long parse or embedding step must not look frozen in the UI.
+
+    Progress sinks are process-global: only ``stages`` are taken (another step's reports are not this
+    step's), and the sink is removed however the step ends."""
+    lock = threading.Lock()
+    started = time.monotonic()
+    latest: dict[tuple[str, str], tuple[int, int]] = {}
+    logged_at: dict[tuple[str, str], float] = {}
+    last_line = [started]
+    stop = threading.Event()
+
+    def line(stage: str, unit: str, done: int, total: int, prefix: str = "") -> None:
+        context.log.info(f"{prefix}{stage}: {done}/{total} {unit} ({time.monotonic() - started:.0f} s)")
+        last_line[0] = time.monotonic()
+
+    def sink(stage: str, done: int, total: int, unit: str) -> None:
+        if stage not in stages:
+            return
+        key = (stage, unit)
+        with lock:
+            latest[key] = (done, total)
+            now = time.monotonic()
+            if done >= total or now - logged_at.get(key, float("-inf")) >= every:  # first one at once
+                logged_at[key] = now
+                line(stage, unit, done, total)
+
+    def heartbeat() -> None:
+        while not stop.wait(every / 2):
+            with lock:
+                if time.monotonic() - last_line[0] >= every:
+                    unfinished = [(k, v) for k, v in latest.items() if v[0] < v[1]]
+                    if unfinished:
+                        for (stage, unit), (done, total) in unfinished:
+                            line(stage, unit, done, total, prefix="still working: ")
+                    else:
+                        context.log.info(f"still working: {', '.join(sorted(stages))} "
+                                         f"({time.monotonic() - started:.0f} s)")
+                        last_line[0] = time.monotonic()
+
+    progress.add_sink(sink)
+    beat = threading.Thread(target=heartbeat, name="progress-log", daemon=True)
+    beat.start()
+    try:
+        yield
+    finally:
+        progress.remove_sink(sink)
+        stop.set()
+        beat.join(timeout=every)
+
+
+def per_partition_metadata(context: AssetExecutionContext, by_key: dict[str, dict[str, Any]],
+                           totals: dict[str, Any]) -> dg.MaterializeResult:
+    """One materialization per partition of the run, each with its own facts (``add_asset_metadata``
+    with ``partition_key``); MaterializeResult metadata would be copied onto every partition, so the
+    run's totals go to the run log instead."""
+    for key in context.partition_keys:
+        context.add_asset_metadata(by_key.get(key, {"status": "not processed"}), partition_key=key)
+    context.log.info(f"{context.assets_def.key.to_user_string()} run totals: "
+                     f"{json.dumps(totals, default=str, sort_keys=True)}")
+    return dg.MaterializeResult()
+
+
+def _failed(failed: list[str]) -> dict[str, dict[str, Any]]:
+    return {k: {"status": "failed", "failed": True} for k in failed}
+
 
 T = TypeVar("T")
 
@@ -96,14 +173,17 @@ def _each_partition(context: AssetExecutionContext, migration: MigrationResource
 def source_manifest(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
     start = time.perf_counter()
     keys = list(context.partition_keys)
-    scans = scan(migration.settings, migration.manifest, keys)
-    record_scans(migration.settings, migration.url, scans, context.run_id)
-    progress.report("scan", len(keys), len(keys))
-    return dg.MaterializeResult(metadata={
+    with progress_in_run_log(context, {"scan"}):
+        scans = scan(migration.settings, migration.manifest, keys)
+        record_scans(migration.settings, migration.url, scans, context.run_id)
+        progress.report("scan", len(keys), len(keys))
+    by_key = {k: {"files": s.files, "bytes": s.bytes, "checksum": s.checksum,
+                  "refused_at_scan": sum(1 for i, _ in s.items if i.refusal)} for k, s in scans.items()}
+    return per_partition_metadata(context, by_key, {
         "partitions": len(keys),
         "files": sum(s.files for s in scans.values()),
         "bytes": sum(s.bytes for s in scans.values()),
-        "refused_at_scan": sum(1 for s in scans.values() for i, _ in s.items if i.refusal),
+        "refused_at_scan": sum(m["refused_at_scan"] for m in by_key.values()),
         "seconds": round(time.perf_counter() - start, 3),
     })
 
@@ -116,22 +196,27 @@ def source_manifest(context: AssetExecutionContext, migration: MigrationResource
 )
 def parsed_docs(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
     start = time.perf_counter()
+    files = progress.Tally("parse", "files")
     # Two partitions at once: while one waits for its last file or commits, the other keeps the
     # parser processes busy.
-    results, failed = _each_partition(context, migration, "parse", lambda key: stage_partition(
-        migration.settings, migration.manifest, migration.url, key, context.run_id, migration.parallel),
-        workers=min(2, migration.parallel))
+    with progress_in_run_log(context, {"parse"}):
+        results, failed = _each_partition(context, migration, "parse", lambda key: stage_partition(
+            migration.settings, migration.manifest, migration.url, key, context.run_id, migration.parallel,
+            tally=files), workers=min(2, migration.parallel))
     quarantined = [q for r in results.values() for q in r.quarantined]
     for q in quarantined:
         context.log.warning(f"quarantined {q['doc_type']}/{q['path']}: {q['reason']}")
-    return dg.MaterializeResult(metadata={
+    by_key: dict[str, dict[str, Any]] = {k: {
+        "status": r.status, "files": r.files, "documents": r.documents, "chunks": r.chunks,
+        "quarantined": len(r.quarantined), "quarantine": dg.MetadataValue.json(r.quarantined[:200]),
+        "seconds": round(r.seconds, 3)} for k, r in results.items()}
+    return per_partition_metadata(context, {**by_key, **_failed(failed)}, {
         "partitions_staged": sum(1 for r in results.values() if r.status == "staged"),
         "partitions_unchanged": sum(1 for r in results.values() if r.status == "unchanged"),
         "documents": sum(r.documents for r in results.values()),
         "chunks": sum(r.chunks for r in results.values()),
         "quarantined": len(quarantined),
-        "quarantine": dg.MetadataValue.json(quarantined[:200]),
-        "failed_partitions": dg.MetadataValue.json(failed),
+        "failed_partitions": failed,
         "seconds": round(time.perf_counter() - start, 3),
     })
 
@@ -145,19 +230,26 @@ def parsed_docs(context: AssetExecutionContext, migration: MigrationResource) ->
 def embeddings(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
     start = time.perf_counter()
     embedder = migration.embedder
-    results, failed = _each_partition(context, migration, "embed", lambda key: embed_partition(
-        migration.settings, migration.url, key, context.run_id, embedder))
-    return dg.MaterializeResult(metadata={
-        "model": migration.settings.model_name,
-        "dims": migration.settings.embedding_dims,
+    model = migration.settings.model_name
+    chunks = progress.Tally("embed", "chunks")
+    with progress_in_run_log(context, {"embed"}):
+        results, failed = _each_partition(context, migration, "embed", lambda key: embed_partition(
+            migration.settings, migration.url, key, context.run_id, embedder, tally=chunks))
+    by_key: dict[str, dict[str, Any]] = {k: {
+        "model": model, "dims": migration.settings.embedding_dims, "chunks": r.chunks,
+        "chunks_embedded": r.embedded, "cache_hits": r.cache_hits, "carried_over": r.carried,
+        "computed_at_load": r.deferred, "tokens": r.tokens, "dollars": round(estimate_cost(r.tokens, model), 6),
+        "requests": r.requests, "retries": r.retries, "seconds": round(r.seconds, 3)} for k, r in results.items()}
+    tokens = sum(r.tokens for r in results.values())
+    return per_partition_metadata(context, {**by_key, **_failed(failed)}, {
+        "model": model,
         "chunks_embedded": sum(r.embedded for r in results.values()),
         "cache_hits": sum(r.cache_hits for r in results.values()),
-        "carried_over": sum(r.carried for r in results.values()),
         "computed_at_load": sum(r.deferred for r in results.values()),
-        "tokens_sent": sum(r.tokens for r in results.values()),
+        "tokens": tokens,
+        "dollars": round(estimate_cost(tokens, model), 6),
         "requests": sum(r.requests for r in results.values()),
-        "retries": sum(r.retries for r in results.values()),
-        "failed_partitions": dg.MetadataValue.json(failed),
+        "failed_partitions": failed,
         "seconds": round(time.perf_counter() - start, 3),
     })
 
@@ -170,12 +262,13 @@ def embeddings(context: AssetExecutionContext, migration: MigrationResource) -> 
 def loaded_rows(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
     start = time.perf_counter()
     embedder = migration.embedder
-    results, failed = _each_partition(context, migration, "load", lambda key: load_partition(
-        migration.settings, migration.url, key, context.run_id, embedder), workers=min(2, migration.parallel))
-    index_built = False
-    if migration.settings.vector_index != "defer":  # built once, after the first bulk load; then a no-op
-        index_built = ensure_vector_index(migration.url, migration.settings.embedding_dims)
-    metadata: dict[str, Any] = {
+    with progress_in_run_log(context, {"load"}):
+        results, failed = _each_partition(context, migration, "load", lambda key: load_partition(
+            migration.settings, migration.url, key, context.run_id, embedder), workers=min(2, migration.parallel))
+        index_built = False
+        if migration.settings.vector_index != "defer":  # built once, after the first bulk load; then a no-op
+            index_built = ensure_vector_index(migration.url, migration.settings.embedding_dims)
+    totals: dict[str, Any] = {
         "partitions_loaded": sum(1 for r in results.values() if r.status == "loaded"),
         "partitions_unchanged": sum(1 for r in results.values() if r.status == "unchanged"),
         "rows_inserted": sum(r.inserted for r in results.values()),
@@ -190,9 +283,24 @@ def loaded_rows(context: AssetExecutionContext, migration: MigrationResource) ->
         raise dg.Failure(
             description=f"{len(failed)} partition(s) failed: {', '.join(failed[:20])}; the others were loaded. "
                         "Re-run the same partitions to resume.",
-            metadata=metadata,
+            metadata=totals,
         )
-    return dg.MaterializeResult(metadata=metadata)
+    facts = ledger.partition_facts(migration.settings, migration.url, context.run_id, list(results))
+    by_key: dict[str, dict[str, Any]] = {}
+    for key, r in results.items():
+        f = facts[key]
+        by_key[key] = {
+            "status": r.status, "dagster/row_count": f["rows"], "rows": f["rows"], "documents": f["documents"],
+            "chunks": f["chunks"], "files": f["files"], "quarantined": f["quarantined"],
+            "rows_inserted": r.inserted, "rows_updated": r.updated, "rows_deleted": r.deleted,
+            "documents_written": r.documents_written, "tokens": f["tokens"], "dollars": round(f["dollars"], 6),
+            "load_id": r.load_id if r.load_id is not None else dg.MetadataValue.null(),
+            "seconds": round(r.seconds, 3),
+        }
+    totals["failed_partitions"] = failed
+    totals["tokens"] = sum(f["tokens"] for f in facts.values())
+    totals["dollars"] = round(sum(f["dollars"] for f in facts.values()), 6)
+    return per_partition_metadata(context, by_key, totals)
 
 
 @dg.asset(
@@ -233,7 +341,31 @@ def validation_report(context: AssetExecutionContext, migration: MigrationResour
     }
     if report["totals"].get("recall_at_1") is not None:
         metadata["recall_at_1"] = float(report["totals"]["recall_at_1"])
+    metadata["summary"] = dg.MetadataValue.md(checks_markdown(report["checks"]))
+    # The run's totals over all its partitions (each partition's materializations carry only their own).
+    run = ledger.run_summary(migration.settings, migration.url, [context.run_id], list(context.partition_keys))
+    metadata["run_totals"] = dg.MetadataValue.json({k: run[k] for k in RUN_TOTALS if k in run})
     return dg.MaterializeResult(metadata=metadata)
+
+
+RUN_TOTALS = ("partitions", "partitions_loaded", "documents_loaded", "documents_unchanged", "chunks", "rows_written",
+              "rows_inserted", "rows_updated", "rows_deleted", "chunks_embedded", "tokens_sent",
+              "estimated_dollars", "failed_partitions")
+
+
+def _md_cell(value: Any) -> str:
+    """Table cells are one line; a ``|`` in a message would split the row."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+def checks_markdown(checks: dict[str, dict[str, Any]]) -> str:
+    """One row per check (name, severity, passed, message): the report at a glance in the UI."""
+    lines = ["| check | severity | passed | message |", "| --- | --- | --- | --- |"]
+    for name, c in checks.items():
+        passed = "yes" if c.get("passed") else "**no**"
+        lines.append(f"| {_md_cell(name)} | {_md_cell(c.get('severity', ''))} | {passed} | "
+                     f"{_md_cell(str(c.get('message', ''))[:300])} |")
+    return "\n".join(lines)
 
 
 ASSETS = [source_manifest, parsed_docs, embeddings, loaded_rows, validation_report]

@@ -14,12 +14,6 @@ import time
 from typing import Any
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    PARTITION_NAME_TAG,
-)
 from psycopg import sql
 
 from ..storage.database import connection
@@ -30,9 +24,9 @@ from ..validation.config import ValidationConfig, load_validation_config
 from ..validation.report import run_check
 from .assets import PARTITIONS, embeddings, loaded_rows, parsed_docs
 from .resources import MigrationResource
+from .tags import PARTITION, RANGE_END, RANGE_START
 
 MAX_FINDINGS_IN_METADATA = 20
-RANGE_START, RANGE_END, PARTITION = ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG, PARTITION_NAME_TAG
 
 
 def _config(migration: MigrationResource) -> ValidationConfig:
@@ -117,8 +111,8 @@ def _loaded_check(name: str, migration: MigrationResource,
 
 RESULT_KEY = "check_result"
 REUSE_WAIT_SECONDS = 300.0  # a check step that died without an event must not stall the report for long
-_STEP_EVENTS = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE,
-                DagsterEventType.STEP_SKIPPED, DagsterEventType.STEP_UP_FOR_RETRY}
+_STEP_EVENTS = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE,
+                dg.DagsterEventType.STEP_SKIPPED, dg.DagsterEventType.STEP_UP_FOR_RETRY}
 
 
 def run_check_results(context: dg.AssetExecutionContext, wait_seconds: float = REUSE_WAIT_SECONDS,
@@ -133,7 +127,7 @@ def run_check_results(context: dg.AssetExecutionContext, wait_seconds: float = R
     while True:
         try:
             records = context.instance.get_records_for_run(
-                context.run_id, of_type={DagsterEventType.ASSET_CHECK_EVALUATION, *_STEP_EVENTS}).records
+                context.run_id, of_type={dg.DagsterEventType.ASSET_CHECK_EVALUATION, *_STEP_EVENTS}).records
         except Exception as exc:  # an event log we cannot read: the report computes every check itself
             context.log.warning(f"cannot read this run's asset check results ({type(exc).__name__}); "
                                 "the report runs every check itself")
@@ -144,13 +138,13 @@ def run_check_results(context: dg.AssetExecutionContext, wait_seconds: float = R
             event = record.event_log_entry.dagster_event
             if event is None:
                 continue
-            if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+            if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
                 value = getattr(event.event_specific_data, "metadata", {}).get(RESULT_KEY)
                 data = getattr(value, "data", None)
                 if isinstance(data, dict) and isinstance(data.get("name"), str):
                     results[data["name"]] = data
             elif event.step_key and event.step_key.endswith(tuple(step_suffixes)):
-                if event.event_type == DagsterEventType.STEP_START:
+                if event.event_type == dg.DagsterEventType.STEP_START:
                     running.add(event.step_key)
                 else:
                     running.discard(event.step_key)

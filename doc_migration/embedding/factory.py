@@ -9,12 +9,18 @@ from .base import Embedder
 from .offline import OfflineEmbedder
 
 
+def require_embedder_config(settings: Settings) -> None:
+    """Fail with the fix before any work: a run must not scan and parse for minutes, then stop at the
+    embeddings for want of a key."""
+    if settings.embedder == "openai" and not os.environ.get("OPENAI_API_KEY") and not settings.openai_base_url:
+        raise ConfigError("DOC_MIGRATION_EMBEDDER=openai needs OPENAI_API_KEY (and OPENAI_BASE_URL for a "
+                          "compatible server); unset DOC_MIGRATION_EMBEDDER to use the offline embedder")
+
+
 def make_embedder(settings: Settings) -> Embedder:
     if settings.embedder == "offline":
         return OfflineEmbedder(settings.embedding_dims)
-    if not os.environ.get("OPENAI_API_KEY") and not settings.openai_base_url:
-        raise ConfigError("DOC_MIGRATION_EMBEDDER=openai needs OPENAI_API_KEY (and OPENAI_BASE_URL for a "
-                          "compatible server); unset DOC_MIGRATION_EMBEDDER to use the offline embedder")
+    require_embedder_config(settings)
     from .openai_client import OpenAIEmbedder
 
     tpm = env_int("DOC_MIGRATION_OPENAI_TPM", 0) or None

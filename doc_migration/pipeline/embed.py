@@ -22,6 +22,7 @@ from ..config import Settings
 from ..embedding.base import Embedder, EmbedStats
 from ..storage.database import connection
 from .faults import crash_point
+from .progress import Tally
 
 
 @dataclass
@@ -84,7 +85,9 @@ def record_spend(conn: psycopg.Connection, schema: sql.Identifier, run_id: str, 
     ).format(schema), (run_id, key, model, inputs, cache_hits, tokens, requests, retries, seconds))
 
 
-def embed_partition(settings: Settings, url: str, key: str, run_id: str, embedder: Embedder) -> EmbedResult:
+def embed_partition(settings: Settings, url: str, key: str, run_id: str, embedder: Embedder,
+                    tally: Tally | None = None) -> EmbedResult:
+    """``tally`` counts chunks sent to the embedder across the run's partitions (a long embed shows progress)."""
     schema = sql.Identifier(settings.pipeline_schema)
     start = time.perf_counter()
     result = EmbedResult(key)
@@ -110,6 +113,8 @@ def embed_partition(settings: Settings, url: str, key: str, run_id: str, embedde
         before = EmbedStats()
         before.add(embedder.stats)
         batch = max(1, settings.batch_size)
+        if tally is not None and missing:
+            tally.add_total(len(missing))
         for i in range(0, len(missing), batch):
             part = missing[i:i + batch]
             vectors = embedder.embed([r[1] for r in part])
@@ -119,6 +124,8 @@ def embed_partition(settings: Settings, url: str, key: str, run_id: str, embedde
             conn.commit()
             crash_point("embed-after-commit")
             result.embedded += len(part)
+            if tally is not None:
+                tally.advance(len(part))
         spent = embedder.stats
         result.tokens = spent.tokens - before.tokens
         result.requests = spent.requests - before.requests

@@ -31,16 +31,14 @@ from psycopg.types.json import Jsonb
 from ..config import Settings
 from ..embedding.base import Embedder
 from ..storage.database import connection
+from ..storage.locks import lock_partition_xact
+from ..storage.maintenance import mark_reloaded
 from .embed import check_vectors, record_spend
 from .faults import crash_point
 
 UNDO_KEPT_LOADS = 3  # per partition: how many past loads can still be rolled back
 STREAM_BATCH = 128  # rows per embed call and queue item in the streaming write (~2 MB with vectors)
 DOC_TYPES = ["uuid", "text", "text", "text", "text", "jsonb", "vector", "int4"]  # COPY documents columns, in order
-
-
-class PartitionBusy(Exception):
-    """Another run holds this partition's lock (CLI exit code 4)."""
 
 
 @dataclass
@@ -61,16 +59,6 @@ class LoadResult:
     @property
     def rows_written(self) -> int:
         return self.inserted + self.updated + self.deleted
-
-
-def partition_lock_id(key: str) -> str:
-    return f"doc_migration:partition:{key}"
-
-
-def lock_partition_xact(conn: psycopg.Connection, key: str) -> None:
-    got = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (partition_lock_id(key),)).fetchone()
-    if not got or not got[0]:
-        raise PartitionBusy(f"partition {key} is being written by another run; wait for it to finish or stop it")
 
 
 def _state_json(conn: psycopg.Connection, s: sql.Identifier, key: str) -> str | None:
@@ -318,11 +306,11 @@ def load_partition(settings: Settings, url: str, key: str, run_id: str,
         row = conn.execute(sql.SQL(
             "INSERT INTO {}.loads (run_id, partition_key, checksum, files, documents, documents_written, chunks, "
             "rows_inserted, rows_updated, rows_deleted, quarantined, started_at, status, sources, prev_state, "
-            "prev_quarantine, quarantine) VALUES (%s,%s,%s,%s,%s,0,%s,0,0,0,%s,%s,'loading',%s,%s::jsonb,%s::jsonb,%s) "
-            "RETURNING load_id").format(s),
+            "prev_quarantine, quarantine, manifest) VALUES (%s,%s,%s,%s,%s,0,%s,0,0,0,%s,%s,'loading',%s,%s::jsonb,"
+            "%s::jsonb,%s,%s) RETURNING load_id").format(s),
             (run_id, key, checksum, files, documents, chunks, len(quarantine), staged_at, scope,
              _state_json(conn, s, key), prev_quarantine[0] if prev_quarantine else "[]",
-             json.dumps(quarantine))).fetchone()
+             json.dumps(quarantine), str(settings.sources_path))).fetchone()
         assert row is not None
         load_id = int(row[0])
 
@@ -389,6 +377,7 @@ def load_partition(settings: Settings, url: str, key: str, run_id: str,
         if computed:
             record_spend(conn, s, run_id, key, settings.model_name, inputs=computed,
                          seconds=time.perf_counter() - start)
+        mark_reloaded(conn, s, key)
         conn.execute(sql.SQL("DELETE FROM {}.staged_chunks WHERE partition_key = %s").format(s), (key,))
         conn.execute(sql.SQL("DELETE FROM {}.staged_partitions WHERE partition_key = %s").format(s), (key,))
         crash_point("load-before-commit")

@@ -24,11 +24,12 @@ from psycopg.types.json import Jsonb
 
 from ..chunking import chunk_document
 from ..config import Settings, redact
-from ..manifest import FOLDER, LEGACY_FORMAT, ChunkingConfig, Manifest
+from ..manifest import LEGACY_FORMAT, ChunkingConfig, Manifest
 from ..sources.base import ParseContext, ParsedDocument, ParseLimits, QuarantineError
 from ..sources.registry import detect_format, get_parser
 from ..storage.database import connection
 from .faults import crash_point
+from .progress import Tally
 from .workers import run_bounded
 
 ROW_NAMESPACE = uuid.UUID("6f1d3c1e-7b0a-5d6e-9a43-2f0d1c9e8b71")
@@ -305,7 +306,8 @@ def file_jobs(settings: Settings, manifest: Manifest, url: str, key: str) -> lis
 
 
 def stage_partition(settings: Settings, manifest: Manifest, url: str, key: str, run_id: str,
-                    parallel: int = 1) -> StageResult:
+                    parallel: int = 1, tally: Tally | None = None) -> StageResult:
+    """``tally`` counts parsed files across the run's partitions (progress of a long parse)."""
     schema = sql.Identifier(settings.pipeline_schema)
     start = time.perf_counter()
     with connection(url) as conn:
@@ -325,9 +327,9 @@ def stage_partition(settings: Settings, manifest: Manifest, url: str, key: str, 
 
     jobs = file_jobs(settings, manifest, url, key)
     result = StageResult(key, "staged", checksum, files=len(jobs))
-    doc_type = key.rpartition("-")[0]
-    scope = {s.source_name_for(doc_type) for s in manifest.sources
-             if s.doc_type in (doc_type, FOLDER)}
+    if tally is not None:
+        tally.add_total(len(jobs))
+    scope = manifest.source_names_for(key)
     with connection(url) as conn:
         conn.execute(sql.SQL("DELETE FROM {}.staged_chunks WHERE partition_key = %s").format(schema), (key,))
         conn.execute(sql.SQL("DELETE FROM {}.staged_partitions WHERE partition_key = %s").format(schema), (key,))
@@ -339,6 +341,8 @@ def stage_partition(settings: Settings, manifest: Manifest, url: str, key: str, 
                             "int4", "vector"])
             seen: set[tuple[str, str, str]] = set()
             for fr in parse_files(jobs, parallel):
+                if tally is not None:
+                    tally.advance()
                 if fr.quarantine is None:
                     dup = next((r for r in fr.rows if (r[1], r[2], r[3]) in seen), None)
                     if dup is not None:

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from ..config import Settings
 from ..storage.database import connection
-from .load import lock_partition_xact
+from ..storage.locks import lock_partition_xact
 
 
 class RollbackError(Exception):

@@ -8,6 +8,7 @@ from psycopg import sql
 
 from ..config import Settings
 from ..embedding.pricing import estimate_cost
+from . import maintenance
 from .database import connection
 
 
@@ -119,7 +120,7 @@ def failed_partitions(settings: Settings, url: str, run_id: str) -> set[str]:
 
 
 def history(settings: Settings, url: str, limit: int = 200) -> list[dict[str, Any]]:
-    """Loads and rollbacks, newest first."""
+    """Loads, rollbacks, repair resets and prunes, newest first."""
     s = sql.Identifier(settings.pipeline_schema)
     with connection(url) as conn:
         loads = conn.execute(sql.SQL(
@@ -140,6 +141,7 @@ def history(settings: Settings, url: str, limit: int = 200) -> list[dict[str, An
          "requested_by": r[4], "rows_deleted": r[5], "rows_restored": r[6], "at": r[7].isoformat()}
         for r in rollbacks
     ]
+    events += maintenance.events(settings, url, limit)
     events.sort(key=lambda e: e["at"], reverse=True)
     return events[:limit]
 
@@ -151,3 +153,41 @@ def run_loaded_partitions(settings: Settings, url: str, run_id: str) -> list[str
         return [r[0] for r in conn.execute(sql.SQL(
             "SELECT DISTINCT partition_key FROM {}.loads WHERE run_id = %s AND status = 'committed' ORDER BY 1"
         ).format(s), (run_id,))]
+
+
+def loaded_checksums(settings: Settings, url: str, keys: list[str]) -> dict[str, str]:
+    """Checksum each partition was loaded with (absent: never loaded), for change detection without a run."""
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        return {r[0]: r[1] for r in conn.execute(sql.SQL(
+            "SELECT partition_key, checksum FROM {}.partition_state WHERE partition_key = ANY(%s)").format(s),
+            (keys,))}
+
+
+def partition_facts(settings: Settings, url: str, run_id: str, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """Per partition: what it holds now (rows, documents, chunks, files) and what ``run_id`` spent on it
+    (tokens, dollars), so each partition's Dagster materialization carries its own numbers."""
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        states = conn.execute(sql.SQL(
+            "SELECT partition_key, files, documents, chunks, quarantined FROM {}.partition_state "
+            "WHERE partition_key = ANY(%s)").format(s), (keys,)).fetchall()
+        rows = dict(conn.execute(sql.SQL(
+            "SELECT partition_key, count(*) FROM {}.partition_rows WHERE partition_key = ANY(%s) GROUP BY 1"
+        ).format(s), (keys,)).fetchall())
+        spend = conn.execute(sql.SQL(
+            "SELECT partition_key, model, tokens, inputs, requests FROM {}.embedding_spend "
+            "WHERE run_id = %s AND partition_key = ANY(%s)").format(s), (run_id, keys)).fetchall()
+    facts: dict[str, dict[str, Any]] = {k: {"rows": int(rows.get(k, 0)), "documents": 0, "chunks": 0, "files": 0,
+                                            "quarantined": 0, "tokens": 0, "dollars": 0.0, "embedded": 0,
+                                            "requests": 0} for k in keys}
+    for key, files, documents, chunks, quarantined in states:
+        facts[key].update(files=int(files), documents=int(documents), chunks=int(chunks),
+                          quarantined=int(quarantined))
+    for key, model, tokens, inputs, requests in spend:
+        f = facts[key]
+        f["tokens"] += int(tokens or 0)
+        f["embedded"] += int(inputs or 0)
+        f["requests"] += int(requests or 0)
+        f["dollars"] += estimate_cost(int(tokens or 0), model)
+    return facts

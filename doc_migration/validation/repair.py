@@ -32,8 +32,9 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ..config import Settings
-from ..pipeline.load import lock_partition_xact
 from ..storage.database import connection
+from ..storage.locks import lock_partition_xact
+from ..storage.maintenance import record_reset
 from .common import doc_type_of
 from .config import DuplicateConfig, ValidationConfig, load_validation_config
 from .duplicates import Group, find_groups
@@ -99,8 +100,11 @@ def plan_repair(report: dict[str, Any]) -> RepairPlan:
     return plan
 
 
-def reset_partition(settings: Settings, url: str, key: str, purge_ids: list[str]) -> dict[str, int]:
-    """Delete one partition's rows, ownership, staging and state in one transaction (``full`` reloads it)."""
+def reset_partition(settings: Settings, url: str, key: str, purge_ids: list[str], reason: str = "",
+                    requested_by: str = "") -> dict[str, int]:
+    """Delete one partition's rows, ownership, staging and state in one transaction (``full`` reloads it);
+    the same transaction records that the partition awaits its reload (``maintenance``), so a repair that
+    dies before reloading leaves the ledger saying what is left to do."""
     s = sql.Identifier(settings.pipeline_schema)
     with connection(url) as conn:
         lock_partition_xact(conn, key)
@@ -120,6 +124,7 @@ def reset_partition(settings: Settings, url: str, key: str, purge_ids: list[str]
         conn.execute(sql.SQL("DELETE FROM {}.staged_chunks WHERE partition_key = %s").format(s), (key,))
         conn.execute(sql.SQL("DELETE FROM {}.staged_partitions WHERE partition_key = %s").format(s), (key,))
         conn.execute(sql.SQL("DELETE FROM {}.partition_state WHERE partition_key = %s").format(s), (key,))
+        record_reset(conn, s, key, deleted, reason, requested_by)
         conn.commit()
     return {"rows_deleted": deleted, "ownership_deleted": owned, "cache_purged": purged}
 
@@ -200,7 +205,7 @@ def _drop_copies(settings: Settings, url: str, groups: list[Group], run_id: str)
 
 
 def apply_repair(settings: Settings, url: str, plan: RepairPlan, config: ValidationConfig | None = None,
-                 run_id: str = "validate-repair") -> dict[str, Any]:
+                 run_id: str = "validate-repair", requested_by: str = "") -> dict[str, Any]:
     """Do the database part of ``plan``; the caller then runs ``full`` on ``plan.partitions``
     (and ``plan.never_loaded``)."""
     cfg = config or load_validation_config(settings.sources_path)
@@ -221,7 +226,8 @@ def apply_repair(settings: Settings, url: str, plan: RepairPlan, config: Validat
         merged["groups"], merged["deferred_groups"] = len(ready), len(todo) - len(ready)
     reset: dict[str, dict[str, int]] = {}
     for key in plan.partitions:
-        reset[key] = reset_partition(settings, url, key, plan.purge_cache_ids)
+        reason = "validate --repair: " + ", ".join(plan.reasons.get(key, [])) + " failed"
+        reset[key] = reset_partition(settings, url, key, plan.purge_cache_ids, reason, requested_by)
     orphans = delete_orphans(settings, url) if plan.delete_orphans else 0
     if ready and dcfg.strategy == "canonical":
         merged["aliases_recorded"] = _record_aliases(settings, url, ready)

@@ -316,3 +316,82 @@ def test_materialize_one_partition_from_the_ui(webserver: Webserver, database_ur
     run = result["data"]["runOrError"]
     assert run["__typename"] == "Run" and run["status"] == "SUCCESS", run
     assert {"key": "dagster/partition", "value": PARTITION} in run["tags"], run["tags"]
+
+
+def _cli(args: list[str], webserver: Webserver, database_url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """The real CLI against the webserver's instance and database (its runs appear in the UI)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DOC_MIGRATION_SHARDS", "DOC_MIGRATION_SCHEMA", "DOC_MIGRATION_EXECUTOR", "OPENAI_API_KEY",
+                        "OPENAI_BASE_URL")}
+    env.update({"DAGSTER_HOME": str(webserver.dagster_home), "DATABASE_URL": database_url,
+                "DOC_MIGRATION_HOME": str(tmp_path / "doc_migration_home"),
+                "DOC_MIGRATION_SOURCES": str(SAMPLE_MANIFEST), "DOC_MIGRATION_EMBEDDER": "offline"})
+    proc = subprocess.run([sys.executable, "-m", "doc_migration.cli", *args], env=env, cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 0, f"doc-migrate {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def _rows_by_partition(database_url: str) -> dict[str, int]:
+    with psycopg.connect(database_url) as conn:
+        return dict(conn.execute("SELECT partition_key, count(*) FROM doc_migration.partition_rows "
+                                 "GROUP BY 1").fetchall())
+
+
+def test_partition_metadata_and_rollback_in_the_ui(webserver: Webserver, database_url: str, tmp_path: Path) -> None:
+    """A range run (the CLI: one run over every partition) gives each partition of loaded_rows its own
+    metadata in the UI; after `doc-migrate rollback`, that partition is Failed, not Materialized."""
+    expect = playwright_sync.expect
+    shots = Path(os.environ.get("DOC_MIGRATION_UI_SHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    keys = load_manifest(SAMPLE_MANIFEST).partition_keys()
+    _cli(["full", "--yes"], webserver, database_url, tmp_path)
+    rows = _rows_by_partition(database_url)
+    total = sum(rows.values())
+    key = max(rows, key=rows.__getitem__)  # the partition with the most rows: its count is not a default
+    assert 1 < rows[key] < total, rows
+    materialized = len(keys)
+    base = webserver.base_url
+
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1600, "height": 1100})
+        context.add_init_script("window.localStorage.setItem('communityNux', JSON.stringify('1'))")
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        try:
+            # 1. loaded_rows' partitions view: every key of the range run is materialized. Clicking a key
+            #    in the list opens its latest materialization on the right, with its metadata table
+            #    (one row per entry: the key's name, then its value).
+            with ui_step(page, webserver, shots, "11-partition-metadata"):
+                page.goto(f"{base}/assets/loaded_rows?view=partitions")
+                expect(page.get_by_text(f"Materialized ({materialized})")).to_be_visible(timeout=60_000)
+                page.get_by_text(key, exact=True).first.click()
+                expect(page).to_have_url(re.compile(rf"partition={re.escape(key)}"))
+                for name in ("dagster/row_count", "rows_inserted"):
+                    row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=name, exact=True))
+                    expect(row).to_have_count(1)
+                    expect(row.get_by_role("cell").nth(1)).to_have_text(str(rows[key]))
+                expect(page.get_by_role("row").filter(
+                    has=page.get_by_text("partitions_loaded", exact=True))).to_have_count(0)  # no run totals
+
+            # 2. Roll the partition back with the CLI: the UI shows it Failed, one fewer Materialized.
+            _cli(["rollback", key, "--yes"], webserver, database_url, tmp_path)
+            with ui_step(page, webserver, shots, "12-rolled-back"):
+                page.goto(f"{base}/assets/loaded_rows?view=partitions")
+                expect(page.get_by_text("Failed (1)")).to_be_visible(timeout=60_000)
+                expect(page.get_by_text(f"Materialized ({materialized - 1})")).to_be_visible()
+                # The partition's page leads with the failed attempt (the marker run of the rollback).
+                page.get_by_text(key, exact=True).first.click()
+                expect(page.get_by_text(re.compile(r"failed, and did not materialize this asset"))).to_be_visible()
+        finally:
+            context.close()
+            browser.close()
+
+    # Dagster's own record (GraphQL, verification only) agrees with the UI.
+    statuses = webserver.graphql(
+        '{ assetNodeOrError(assetKey: {path: ["loaded_rows"]}) { ... on AssetNode { assetPartitionStatuses { '
+        "... on DefaultPartitionStatuses { materializedPartitions failedPartitions } } } } }")
+    parts = statuses["data"]["assetNodeOrError"]["assetPartitionStatuses"]
+    assert parts["failedPartitions"] == [key], parts
+    assert key not in parts["materializedPartitions"] and len(parts["materializedPartitions"]) == len(keys) - 1

@@ -1,0 +1,37 @@
+"""The pipeline's advisory locks, in one place: one per partition for writers (a load, a rollback, a
+repair or a prune holds it for its transaction) and one per partition for a whole `doc-migrate` run
+(held by a session, so that a second run on the same partitions fails fast)."""
+
+from __future__ import annotations
+
+import psycopg
+
+from .database import connect
+
+
+class PartitionBusy(Exception):
+    """Another run holds this partition's lock (CLI exit code 4)."""
+
+
+def partition_lock_id(key: str) -> str:
+    return f"doc_migration:partition:{key}"
+
+
+def lock_partition_xact(conn: psycopg.Connection, key: str) -> None:
+    """Take the partition's writer lock until the transaction ends, or fail at once if it is taken."""
+    got = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (partition_lock_id(key),)).fetchone()
+    if not got or not got[0]:
+        raise PartitionBusy(f"partition {key} is being written by another run; wait for it to finish or stop it")
+
+
+def acquire_run_locks(url: str, keys: list[str]) -> psycopg.Connection:
+    """Session advisory locks on a dedicated connection (close it to release them; the server releases
+    them if this process dies)."""
+    conn = connect(url, autocommit=True)
+    for key in keys:
+        row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (f"doc_migration:run:{key}",)).fetchone()
+        if not row or not row[0]:
+            conn.close()
+            raise PartitionBusy(f"partition {key} is being migrated by another doc-migrate run; "
+                                "wait for it to finish (see 'doc-migrate status') or stop it")
+    return conn
