@@ -104,6 +104,15 @@ def _ranges(all_keys: list[str], selected: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+LOCAL_INSTANCE_HEADER = "# Local instance of doc-migrate (SQLite)."
+# No compute-log capture: the CLI prints what matters itself, and the capture's helper processes
+# (Dagster's watch_orphans) would print stack traces on the operator's Ctrl-C, which reaches them too.
+LOCAL_INSTANCE_YAML = (f"{LOCAL_INSTANCE_HEADER} See dagster.yaml at the repo root.\n"
+                       "telemetry:\n  enabled: false\n"
+                       "compute_logs:\n  module: dagster._core.storage.noop_compute_log_manager\n"
+                       "  class: NoOpComputeLogManager\n")
+
+
 def _dagster_instance(settings: Settings) -> Any:
     from dagster import DagsterInstance
 
@@ -111,9 +120,9 @@ def _dagster_instance(settings: Settings) -> Any:
         home = settings.home / "dagster"
         home.mkdir(parents=True, exist_ok=True)
         config = home / "dagster.yaml"
-        if not config.exists():
-            config.write_text("# Local instance of doc-migrate (SQLite). See dagster.yaml at the repo root.\n"
-                              "telemetry:\n  enabled: false\n", encoding="utf-8")
+        if not config.exists() or config.read_text(encoding="utf-8") != LOCAL_INSTANCE_YAML and \
+                config.read_text(encoding="utf-8").startswith(LOCAL_INSTANCE_HEADER):
+            config.write_text(LOCAL_INSTANCE_YAML, encoding="utf-8")
         os.environ["DAGSTER_HOME"] = str(home)
     return DagsterInstance.get()
 
@@ -184,6 +193,7 @@ def cmd_full(args: argparse.Namespace) -> int:
     display = _display(args)
     display.start(f"doc-migrate full: {len(keys)} partition(s) of {settings.sources_path}; "
                   "starting the database and Dagster…")
+    _quiet_dagster()
     from .dagster_defs.checks import CHECKS
     from .dagster_defs.resources import MigrationResource
     from .dagster_defs.tags import range_tags
@@ -386,6 +396,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         human.append(f"  {name}: {'ok' if check['passed'] else check['severity']}: {check['message']}")
     for r in repairs:
         human.append(f"  repaired: {r['applied']}")
+    from .storage.maintenance import describe_foreign
+
+    found = _foreign(settings, manifest, url)
+    report["foreign_rows"] = [f.as_dict() for f in found]
+    if found:
+        human.append(f"  foreign rows: {describe_foreign(found, _prune_command(args))}")
     _emit(args, report, "\n".join(human))
     return EXIT_OK if report["passed"] else EXIT_VALIDATION
 
@@ -623,6 +639,14 @@ def _on_signal(signum: int, frame: Any) -> None:
           "(send it again to exit at once)", file=sys.stderr, flush=True)
 
 
+def _quiet_dagster() -> None:
+    """Dagster's API-stage warnings are for the code's authors, not for the operator's terminal."""
+    import dagster
+
+    for name in ("BetaWarning", "PreviewWarning", "SupersessionWarning"):
+        warnings.filterwarnings("ignore", category=getattr(dagster, name, DeprecationWarning))
+
+
 GLOBAL_DEFAULTS: dict[str, Any] = {"json": False, "sources": None, "log_level": "WARNING", "debug": False}
 
 
@@ -634,10 +658,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(args, name, default)
     warnings.filterwarnings("ignore", module="dagster")
     warnings.filterwarnings("ignore", category=UserWarning, message=".*resolve_job_def.*")
-    for name in ("BetaWarning", "PreviewWarning", "SupersessionWarning"):
-        import dagster
-
-        warnings.filterwarnings("ignore", category=getattr(dagster, name, DeprecationWarning))
+    if args.command != "full":  # full prints its first line before paying for Dagster's import
+        _quiet_dagster()
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     from .storage.database import DatabaseError

@@ -60,7 +60,7 @@ class ProgressDisplay:
         self.interval = interval
         self.clock = clock
         self.weights = dict(weights or DEFAULT_WEIGHTS)
-        self.started = clock()
+        self.started: float | None = None  # the first report: start-up (database, Dagster) is not work
         self._lock = threading.RLock()
         self._counts: dict[tuple[str, str], _Count] = {}
         self._finished: set[str] = set()
@@ -71,7 +71,6 @@ class ProgressDisplay:
     # ------------------------------------------------------------------ lines
     def start(self, message: str) -> None:
         """The first line, printed at once (before the database and Dagster take their seconds)."""
-        self.started = self.clock()
         self.write_line(message)
 
     def write_line(self, text: str) -> None:
@@ -109,6 +108,8 @@ class ProgressDisplay:
     def __call__(self, stage: str, done: int, total: int, unit: str) -> None:
         now = self.clock()
         with self._lock:
+            if self.started is None:
+                self.started = now
             key = (stage, unit)
             count = self._counts.get(key)
             if count is None:
@@ -153,7 +154,7 @@ class ProgressDisplay:
         """(fraction of the whole run done, seconds left or None while unknown)."""
         total = sum(self.weights.get(s, 0.0) for s in STAGES) or 1.0
         done = sum(self.weights.get(s, 0.0) * self.stage_fraction(s) for s in STAGES) / total
-        elapsed = now - self.started
+        elapsed = now - (self.started if self.started is not None else now)
         if done <= 0.02 or elapsed < MIN_RATE_SECONDS:
             return done, None
         return done, elapsed * (1 - done) / done

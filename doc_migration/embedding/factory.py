@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ..config import ConfigError, Settings, env_int
-from .base import Embedder
-from .offline import OfflineEmbedder
+
+if TYPE_CHECKING:  # numpy and the tokenizer load with the embedders, not with this check
+    from .base import Embedder
 
 
 def require_embedder_config(settings: Settings) -> None:
@@ -19,6 +21,8 @@ def require_embedder_config(settings: Settings) -> None:
 
 def make_embedder(settings: Settings) -> Embedder:
     if settings.embedder == "offline":
+        from .offline import OfflineEmbedder
+
         return OfflineEmbedder(settings.embedding_dims)
     require_embedder_config(settings)
     from .openai_client import OpenAIEmbedder
