@@ -144,10 +144,13 @@ class RunOutcome:
 
 
 def _read_result(result: Any, outcome: RunOutcome, check_steps: set[str]) -> None:
+    """Failed ERROR checks (exit 3, with their message) and failed steps, from the run's public result."""
+    import dagster as dg
+
     outcome.run_ids.append(result.run_id)
     outcome.success = outcome.success and bool(result.success)
     for evaluation in result.get_asset_check_evaluations():
-        if not evaluation.passed and evaluation.severity == dg_severity_error():
+        if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
             meta = evaluation.metadata or {}
             message = getattr(meta.get("message"), "value", None) or evaluation.description or "failed"
             outcome.failed_checks.append({"check": evaluation.check_name, "message": str(message)})
@@ -158,12 +161,6 @@ def _read_result(result: Any, outcome: RunOutcome, check_steps: set[str]) -> Non
             error = getattr(event.step_failure_data, "error", None)
             text = (getattr(error, "message", "") or "").strip().splitlines()
             outcome.step_errors.append(f"{key}: {text[0] if text else 'failed'}")
-
-
-def dg_severity_error() -> Any:
-    import dagster as dg
-
-    return dg.AssetCheckSeverity.ERROR
 
 
 def _prune_command(args: argparse.Namespace) -> str:
