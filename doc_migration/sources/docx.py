@@ -1,8 +1,8 @@
 """Word ``.docx`` documents: heading styles become sections, tables become rows of cells.
 
 Blocks are built with the Markdown parser's :class:`~.markdown.BlockBuilder`, so a Word file is
-chunked exactly like a Markdown file with ``#`` headings (``Title`` and ``Heading 1`` open a
-top-level section, ``Heading n`` nests at level n) and body text is never re-read as Markdown
+chunked exactly like a Markdown file with ``#`` headings (``Title`` is the outermost section,
+``#``; ``Heading n`` nests under it one level down, or is level n in a file without a Title) and body text is never re-read as Markdown
 (a paragraph starting with ``#`` or ``1.`` stays a paragraph). Tables become one ``table`` block
 each, a line per row with the cells joined by `` | ``. The ZIP container is checked before
 python-docx opens it, so a corrupt file, a legacy ``.doc`` or a ZIP bomb is refused with a reason.
@@ -50,11 +50,12 @@ def _check_container(data: bytes, ctx: ParseContext) -> None:
         raise QuarantineError(f"corrupt .docx: ZIP member '{bad[:100]}' fails its CRC check", _HINT)
 
 
-def _level(style_name: str) -> int | None:
+def _level(style_name: str, offset: int) -> int | None:
+    """Heading level of a paragraph style; ``offset`` is 1 when the document has a Title paragraph."""
     if style_name.strip().lower() == "title":
         return 1
     m = _HEADING_STYLE.match(style_name.strip())
-    return min(int(m.group(1)), 6) if m else None
+    return min(int(m.group(1)) + offset, 6) if m else None
 
 
 def _style_name(obj: Any) -> str:
@@ -95,9 +96,11 @@ def parse(data: bytes, ctx: ParseContext) -> list[ParsedDocument]:
         items = list(document.iter_inner_content())
     except (PackageNotFoundError, KeyError, ValueError, zipfile.BadZipFile, etree.XMLSyntaxError) as exc:
         raise QuarantineError(f"corrupt .docx: {type(exc).__name__}: {str(exc)[:200]}", _HINT) from None
+    styles = [_style_name(i) if not isinstance(i, Table) else "" for i in items]
+    offset = 1 if any(st.strip().lower() == "title" for st in styles) else 0
     builder = BlockBuilder()
     first_heading: str | None = None
-    for item in items:
+    for item, style in zip(items, styles, strict=True):
         if isinstance(item, Table):
             text = _table_text(item)
             if text:
@@ -106,12 +109,11 @@ def parse(data: bytes, ctx: ParseContext) -> list[ParsedDocument]:
         text = item.text.strip()
         if not text:
             continue
-        style = _style_name(item)
-        level = _level(style)
+        level = _level(style, offset)
         if level is not None:
-            title = " ".join(text.split())[:_MAX_HEADING]
-            first_heading = first_heading or title
-            builder.heading(level, title)
+            heading = " ".join(text.split())[:_MAX_HEADING]
+            first_heading = first_heading or heading
+            builder.heading(level, heading)
             continue
         lst = _LIST_STYLE.match(style)
         if lst:
