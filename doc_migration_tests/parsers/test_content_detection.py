@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from doc_migration.manifest import ChunkingConfig
+from doc_migration.pipeline.parse import FileJob, parse_file
 from doc_migration.sources.base import (
     ParseContext,
     ParsedDocument,
+    ParseLimits,
     QuarantineError,
     decode_text_with_encoding,
 )
@@ -291,3 +294,24 @@ def test_detection_raises_nothing_but_quarantine_errors(tmp_path: Path) -> None:
     for name in names:
         for payload in payloads:
             _no_crash(_write(tmp_path, "f", payload), rel=name)
+
+
+# --------------------------------------------------------------------------- through the pipeline
+
+
+def _job(path: Path) -> FileJob:
+    return FileJob(source_name="test", doc_type="docs", rel_path=path.name, abs_path=str(path), fmt="auto",
+                   refusal=None, default_metadata={}, options={}, chunking=ChunkingConfig(), limits=ParseLimits(),
+                   dims=8, model="test-model")
+
+
+def test_parse_file_records_the_encoding_in_row_metadata_and_never_reports_a_parser_error(tmp_path: Path) -> None:
+    result = parse_file(_job(_write(tmp_path, "legacy.md", "# Résumé\n\nÉté à Zürich, “quoted”.\n".encode("cp1252"))))
+    assert result.quarantine is None and result.rows
+    metadata = result.rows[0][7]
+    assert metadata["encoding"] == "cp1252" and "Été à Zürich" in result.rows[0][6]
+    for name, payload in (("cut.json", b'{"components": {'), ("deep.json", b"[" * 50_000),
+                          ("logo", b"\x89PNG\r\n\x1a\n" + bytes(64)), ("bad.docx", b"PK\x03\x04junk")):
+        refused = parse_file(_job(_write(tmp_path, name, payload)))
+        assert refused.quarantine is not None, name
+        assert not refused.quarantine["reason"].startswith("parser error"), refused.quarantine
