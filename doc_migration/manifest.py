@@ -22,7 +22,8 @@ from .config import ConfigError
 from .sources.base import ParseLimits
 
 DOC_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,47}$")
-KNOWN_FORMATS = {"auto", "markdown", "mdx", "text", "docserver-json", "rst", "html", "openapi", "notebook", "pdf", "sql-dump"}
+KNOWN_FORMATS = {"auto", "markdown", "mdx", "text", "docserver-json", "rst", "html", "openapi", "notebook", "pdf", "sql-dump",
+                 "json-text", "yaml-text", "docx"}
 FOLDER = "{folder}"
 
 

@@ -54,7 +54,7 @@ sources:
 @pytest.mark.parametrize("body, message", [
     ("sources: []", "non-empty 'sources:'"),
     ("sources:\n  - {source_name: a, doc_type: 'Bad Type', path: x}", "'doc_type' must be"),
-    ("sources:\n  - {source_name: a, doc_type: rust, path: x, format: docx}", "unknown format"),
+    ("sources:\n  - {source_name: a, doc_type: rust, path: x, format: rtf}", "unknown format"),
     ("sources:\n  - {source_name: a, doc_type: rust, path: x, colour: red}", "unknown key"),
     ("shards: 0\nsources:\n  - {source_name: a, doc_type: rust, path: x}", "'shards' must be between"),
     ("sources: [: bad", "not valid YAML"),

@@ -110,7 +110,7 @@ def parse_file(job: FileJob) -> FileResult:
     if _in_worker:
         _limit_memory(job.limits)
     try:
-        fmt = job.fmt if job.fmt != "auto" else detect_format(job.rel_path, data[:4096])
+        fmt = job.fmt if job.fmt != "auto" else detect_format(job.rel_path, data)
         ctx = ParseContext(job.rel_path, job.doc_type, job.source_name, fmt, job.options, job.limits)
         if use_alarm:
             signal.setitimer(signal.ITIMER_REAL, job.limits.parse_timeout_s)

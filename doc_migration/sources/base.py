@@ -8,6 +8,7 @@ cannot or must not load, and the pipeline records that as a quarantine row and g
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -125,15 +126,83 @@ def sniff_utf16(data: bytes) -> str | None:
     return None
 
 
-def decode_text(data: bytes, declared: str | None = None) -> str:
-    """Decode bytes to text the way a careful reader would, or quarantine.
+# charset_normalizer's "chaos" (mess ratio, 0..1) above which a guess is not trusted; its own cut-off is 0.2.
+MAX_GUESS_CHAOS = 0.1
+# Valid multi-byte UTF-8 sequences: a file holding these *and* invalid bytes is mixed or corrupt,
+# not a legacy single-byte encoding (Latin-1 text almost never contains "Ã©"-like pairs).
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 
-    Order: BOM, sniffed UTF-16, declared charset, UTF-8. NUL bytes are refused because
-    PostgreSQL text cannot hold them. Line endings are normalised to ``\\n``.
+
+_HIGH_BYTES = bytes(range(128, 256))
+
+
+def _mostly_utf8(data: bytes) -> bool:
+    """UTF-8 with some corrupt bytes (or mixed encodings): >= 10 % of non-ASCII runs are valid UTF-8.
+
+    Legacy text matches the UTF-8 pattern only by accident (a cp1251 capital before ``ё``), far
+    below that share; a guess would misread the valid part of a really mixed file.
+    """
+    valid = _UTF8_MULTIBYTE.findall(data)
+    if not valid:
+        return False
+    high = len(data) - len(data.translate(None, _HIGH_BYTES))
+    invalid = high - sum(len(v) for v in valid)
+    return len(valid) >= 0.1 * (len(valid) + invalid)
+
+
+def _first_invalid_utf8(data: bytes) -> int:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    return -1
+
+
+def _canonical(enc: str) -> str:
+    """Python's canonical codec name (``latin_1`` -> ``iso8859-1``), so metadata is consistent."""
+    try:
+        return codecs.lookup(enc).name
+    except LookupError:
+        return enc
+
+
+def _guess_legacy(data: bytes) -> str | None:
+    """A single-byte (or other non-UTF) encoding charset_normalizer is confident about, or None.
+
+    Ties go to Windows-1252: on short Western text cp1250/cp1257 score the same and would turn
+    ``ï`` into ``ď``; cp1252 is by far the most common legacy encoding of documentation.
+    """
+    try:
+        from charset_normalizer import from_bytes
+    except ImportError:  # pragma: no cover - a declared dependency; degrade to refusing
+        return None
+    try:
+        matches = list(from_bytes(data))
+    except Exception:  # noqa: BLE001 - a detector bug must become a refusal, not a crash
+        return None
+    matches = [m for m in matches if m.chaos <= MAX_GUESS_CHAOS]
+    if not matches:
+        return None
+    best = min(matches, key=lambda m: (m.chaos, -m.coherence))
+    for m in matches:
+        if _canonical(m.encoding) == "cp1252" and m.chaos <= best.chaos + 0.01 and m.coherence >= best.coherence - 0.05:
+            return "cp1252"
+    return _canonical(best.encoding)
+
+
+def decode_text_with_encoding(data: bytes, declared: str | None = None) -> tuple[str, str]:
+    """Decode bytes the way a careful reader would and say which encoding was used, or quarantine.
+
+    Order: BOM (UTF-8/16/32), sniffed BOM-less UTF-16, the declared charset, strict UTF-8, then a
+    confident charset_normalizer guess (Latin-1, Windows-125x, KOI8...). A file that mixes valid
+    UTF-8 with invalid bytes is refused rather than guessed: no single encoding reads it right.
+    NUL bytes are refused because PostgreSQL text cannot hold them. Line endings become ``\\n``.
+    The encoding is returned as Python's canonical codec name (``utf-8``, ``cp1252``...).
     """
     if not data.strip():
         raise QuarantineError("empty file", "the file has no content; remove it or exclude it in the manifest")
     text: str | None = None
+    used = "utf-8"
     for bom, enc in _BOMS:
         if data.startswith(bom):
             try:
@@ -143,6 +212,7 @@ def decode_text(data: bytes, declared: str | None = None) -> str:
                     f"undecodable bytes: starts with a {enc} byte-order mark but byte {exc.start} is invalid",
                     "re-save the file in UTF-8",
                 ) from None
+            used = enc
             break
     if text is None:
         utf16 = sniff_utf16(data)
@@ -150,18 +220,26 @@ def decode_text(data: bytes, declared: str | None = None) -> str:
         for enc in candidates:
             try:
                 text = data.decode(enc)
+                used = enc
                 break
             except (UnicodeDecodeError, LookupError):
                 continue
         if text is None:
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError as exc:
+            bad = _first_invalid_utf8(data)
+            guess = None if _mostly_utf8(data) else _guess_legacy(data)
+            if guess is None:
                 raise QuarantineError(
-                    f"undecodable bytes: invalid UTF-8 at byte {exc.start}",
+                    f"undecodable bytes: invalid UTF-8 at byte {bad} and no other encoding fits with confidence",
                     "re-save the file in UTF-8 or declare its encoding",
                 ) from None
-            raise AssertionError("unreachable")
+            try:
+                text = data.decode(guess)
+            except (UnicodeDecodeError, LookupError):
+                raise QuarantineError(
+                    f"undecodable bytes: invalid UTF-8 at byte {bad} and no other encoding fits with confidence",
+                    "re-save the file in UTF-8 or declare its encoding",
+                ) from None
+            used = guess
     if "\x00" in text:
         raise QuarantineError(
             f"NUL byte at character {text.index(chr(0))}: binary data or a mis-encoded file",
@@ -170,7 +248,17 @@ def decode_text(data: bytes, declared: str | None = None) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         raise QuarantineError("empty file", "the file holds only whitespace; remove it or exclude it in the manifest")
-    return text
+    return text, _canonical(used)
+
+
+def decode_text(data: bytes, declared: str | None = None) -> str:
+    """:func:`decode_text_with_encoding` for callers that do not record the encoding."""
+    return decode_text_with_encoding(data, declared)[0]
+
+
+def encoding_metadata(encoding: str) -> dict[str, str]:
+    """``{"encoding": ...}`` for row metadata when the file was not UTF-8 (the common case stays quiet)."""
+    return {} if encoding == "utf-8" else {"encoding": encoding}
 
 
 # C0 control bytes other than TAB, LF, VT, FF and CR: rare in text, common in binary formats.

@@ -44,12 +44,31 @@ def inner_format(record: dict[str, Any]) -> str | None:
 
 
 def parse(data: bytes, ctx: ParseContext) -> list[ParsedDocument]:
-    record = load_json(data)
-    if not isinstance(record, dict) or "content" not in record:
+    """One record (an object with ``content``), or a list of them: one document per record.
+
+    In a list, records whose content is empty are skipped (an export of an empty page is not
+    a reason to lose the others); each record's path is ``<file>#<index>`` so ids stay stable.
+    """
+    value = load_json(data)
+    if isinstance(value, list) and value and all(isinstance(v, dict) and "content" in v for v in value):
+        docs: list[ParsedDocument] = []
+        for i, record in enumerate(value):
+            content = record.get("content")
+            if isinstance(content, str) and not content.strip():
+                continue
+            docs.extend(_parse_record(record, f"{ctx.rel_path}#{i}", ctx))
+        if not docs:
+            raise QuarantineError("empty records: every 'content' is empty", "re-export the pages or delete the file")
+        return docs
+    if not isinstance(value, dict) or "content" not in value:
         raise QuarantineError(
             "not a doc-server record: no 'content' field",
             'expected {"url", "content", "item_type", "module_path", "extracted_at"}; set the source format explicitly',
         )
+    return _parse_record(value, ctx.rel_path, ctx)
+
+
+def _parse_record(record: dict[str, Any], path: str, ctx: ParseContext) -> list[ParsedDocument]:
     content = record.get("content")
     if not isinstance(content, str):
         raise QuarantineError("not a doc-server record: 'content' is not a string", "fix the export")
@@ -59,10 +78,10 @@ def parse(data: bytes, ctx: ParseContext) -> list[ParsedDocument]:
     fmt = inner_format(record)
     metadata["format"] = f"docserver-json/{fmt or 'text'}"
     if fmt in STRUCTURED:
-        inner_ctx = ParseContext(ctx.rel_path, ctx.doc_type, ctx.source_name, fmt or "text", ctx.options, ctx.limits)
+        inner_ctx = ParseContext(path, ctx.doc_type, ctx.source_name, fmt or "text", ctx.options, ctx.limits)
         docs = get_parser(fmt or "text")(content.encode("utf-8"), inner_ctx)
         for doc in docs:
-            doc.path = ctx.rel_path if len(docs) == 1 else doc.path
+            doc.path = path if len(docs) == 1 else doc.path
             doc.metadata = {**doc.metadata, **metadata}
         return docs
-    return [text_document(content.replace("\x00", ""), ctx.rel_path, metadata)]
+    return [text_document(content.replace("\x00", ""), path, metadata)]

@@ -25,7 +25,16 @@ import yaml
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from .base import Block, BlockKind, ParseContext, ParsedDocument, QuarantineError, decode_text, looks_binary
+from .base import (
+    Block,
+    BlockKind,
+    ParseContext,
+    ParsedDocument,
+    QuarantineError,
+    decode_text_with_encoding,
+    encoding_metadata,
+    looks_binary,
+)
 
 __all__ = ["BlockBuilder", "parse", "parse_mdx", "split_front_matter", "strip_mdx", "markdown_blocks"]
 
@@ -477,16 +486,16 @@ def markdown_blocks(body: str, mdx: bool = False) -> tuple[list[Block], str | No
 # --------------------------------------------------------------------------- entry points
 
 
-def _decode(data: bytes) -> str:
+def _decode(data: bytes) -> tuple[str, str]:
     if looks_binary(data):
         raise QuarantineError(
             "binary content in a text file", "the file holds control bytes; exclude it or fix its extension"
         )
-    return decode_text(data)
+    return decode_text_with_encoding(data)
 
 
 def _parse(data: bytes, ctx: ParseContext, fmt: str, prepare: Callable[[str], str]) -> list[ParsedDocument]:
-    text = _decode(data)
+    text, encoding = _decode(data)
     front, body, fm_error = split_front_matter(text)
     mdx = fmt == "mdx"
     if not mdx and _looks_like_mdx(body):
@@ -497,6 +506,7 @@ def _parse(data: bytes, ctx: ParseContext, fmt: str, prepare: Callable[[str], st
     metadata: dict[str, Any] = dict(front)
     metadata["format"] = fmt
     metadata["headings"] = headings
+    metadata.update(encoding_metadata(encoding))
     if title:
         metadata["title"] = title
     if fm_error:

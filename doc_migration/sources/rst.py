@@ -21,7 +21,14 @@ import docutils.core
 from docutils import nodes, utils
 from docutils.parsers.rst import Directive, directives, roles
 
-from .base import ParseContext, ParsedDocument, QuarantineError, decode_text, looks_binary
+from .base import (
+    ParseContext,
+    ParsedDocument,
+    QuarantineError,
+    decode_text_with_encoding,
+    encoding_metadata,
+    looks_binary,
+)
 from .markdown import BlockBuilder
 
 __all__ = ["parse", "rst_blocks"]
@@ -487,8 +494,8 @@ def parse(data: bytes, ctx: ParseContext) -> list[ParsedDocument]:
         raise QuarantineError(
             "binary content in a text file", "the file holds control bytes; exclude it or fix its extension"
         )
-    text = decode_text(data)
-    metadata: dict[str, Any] = {"format": "rst"}
+    text, encoding = decode_text_with_encoding(data)
+    metadata: dict[str, Any] = {"format": "rst", **encoding_metadata(encoding)}
     try:
         with _lenient():
             doctree = docutils.core.publish_doctree(

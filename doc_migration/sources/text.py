@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import re
 
-from .base import Block, ParseContext, ParsedDocument, QuarantineError, decode_text, looks_binary
+from .base import (
+    Block,
+    ParseContext,
+    ParsedDocument,
+    QuarantineError,
+    decode_text_with_encoding,
+    encoding_metadata,
+    looks_binary,
+)
 
 _PARA_SPLIT = re.compile(r"\n[ \t]*\n+|\f")
 
@@ -12,8 +20,8 @@ _PARA_SPLIT = re.compile(r"\n[ \t]*\n+|\f")
 def parse(data: bytes, ctx: ParseContext) -> list[ParsedDocument]:
     if looks_binary(data):
         raise QuarantineError("binary content in a text file", "exclude the file or fix its extension")
-    text = decode_text(data)
-    return [text_document(text, ctx.rel_path, {"format": "text"})]
+    text, encoding = decode_text_with_encoding(data)
+    return [text_document(text, ctx.rel_path, {"format": "text", **encoding_metadata(encoding)})]
 
 
 def text_document(text: str, path: str, metadata: dict[str, object]) -> ParsedDocument:
