@@ -248,7 +248,8 @@ def test_retrieval_without_the_index_finds_the_same_rows_in_one_exact_scan(
 
 
 def test_blocking_checks_stop_the_run_before_the_report(scenario: Scenario) -> None:
-    assert scenario.blocked.code == 1, scenario.blocked.stderr[-2000:]
+    assert scenario.blocked.code == 3, scenario.blocked.stderr[-2000:]  # 3: validation failed (README)
+    assert "check failed: content_matches_checksums:" in scenario.blocked.stderr
     assert scenario.blocked.json["rows_written"] == 0  # nothing changed on disk: nothing reloaded
     after = {p.name for p in (scenario.home / "reports").glob("*")}
     assert after == scenario.reports_before_block  # validation_report did not materialize
@@ -257,7 +258,7 @@ def test_blocking_checks_stop_the_run_before_the_report(scenario: Scenario) -> N
 def test_unchanged_full_without_a_run_still_fails_on_a_tampered_database(scenario: Scenario) -> None:
     """No file changed, so `full` starts no run; its cheap whole-database checks still catch the edits."""
     out = scenario.skipped
-    assert out.code == 1, out.stderr[-2000:]
+    assert out.code == 3, out.stderr[-2000:]
     assert out.json["run_ids"] == [] and out.json["partitions_skipped_unchanged"] == len(scenario.keys)
     assert "checksums" in out.json["checks"]["errors"] and not out.json["success"]
     assert "check failed: checksums" in out.stderr and "validate --repair" in out.stderr
