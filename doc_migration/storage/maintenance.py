@@ -57,6 +57,17 @@ def events(settings: Settings, url: str, limit: int) -> list[dict[str, Any]]:
              **({"reloaded_at": r[9].isoformat() if r[9] else None} if r[1] == "reset" else {})} for r in rows]
 
 
+def recount_partition_state(conn: psycopg.Connection, schema: sql.Identifier, key: str) -> None:
+    """After rows left a partition outside a load (prune, repair's duplicate drop): its ledger state counts
+    what it still owns, so rows_match_ledger holds."""
+    conn.execute(sql.SQL(
+        "UPDATE {s}.partition_state ps SET chunks = o.chunks, documents = o.docs, "
+        "quarantined = (SELECT count(*) FROM {s}.quarantine q WHERE q.partition_key = ps.partition_key) "
+        "FROM (SELECT count(*) AS chunks, count(DISTINCT (doc_type, source_name, document_path)) AS docs "
+        "  FROM {s}.partition_rows WHERE partition_key = %s) o WHERE ps.partition_key = %s").format(s=schema),
+        (key, key))
+
+
 # ----------------------------------------------------------------------------- foreign rows
 
 
@@ -144,11 +155,6 @@ def prune_foreign(settings: Settings, url: str, found: list[ForeignRows], reques
                     (key, source, owned, "source not produced by the manifest", requested_by, manifest_path))
                 done.append({"partition": key, "source_name": source, "rows_deleted": int(deleted),
                              "ledger_rows_deleted": int(owned)})
-            conn.execute(sql.SQL(
-                "UPDATE {s}.partition_state ps SET chunks = o.chunks, documents = o.docs, "
-                "quarantined = (SELECT count(*) FROM {s}.quarantine q WHERE q.partition_key = ps.partition_key) "
-                "FROM (SELECT count(*) AS chunks, count(DISTINCT (doc_type, source_name, document_path)) AS docs "
-                "  FROM {s}.partition_rows WHERE partition_key = %s) o WHERE ps.partition_key = %s").format(s=s),
-                (key, key))
+            recount_partition_state(conn, s, key)
             conn.commit()
     return done

@@ -34,7 +34,7 @@ from psycopg.types.json import Jsonb
 from ..config import Settings
 from ..storage.database import connection
 from ..storage.locks import lock_partition_xact
-from ..storage.maintenance import record_reset
+from ..storage.maintenance import record_reset, recount_partition_state
 from .common import doc_type_of
 from .config import DuplicateConfig, ValidationConfig, load_validation_config
 from .duplicates import Group, find_groups
@@ -194,12 +194,7 @@ def _drop_copies(settings: Settings, url: str, groups: list[Group], run_id: str)
                          f"duplicate of {canonical_file}: rows dropped by validate --repair (strategy drop)",
                          "remove the copy from the sources, or set validation.duplicates.strategy: keep_all",
                          run_id)).rowcount
-            conn.execute(sql.SQL(
-                "UPDATE {s}.partition_state ps SET chunks = o.chunks, documents = o.docs, "
-                "quarantined = (SELECT count(*) FROM {s}.quarantine q WHERE q.partition_key = ps.partition_key) "
-                "FROM (SELECT count(*) AS chunks, count(DISTINCT (doc_type, source_name, document_path)) AS docs "
-                "  FROM {s}.partition_rows WHERE partition_key = %s) o WHERE ps.partition_key = %s").format(s=s),
-                (key, key))
+            recount_partition_state(conn, s, key)
             conn.commit()
     return rows, files
 
