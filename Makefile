@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench fidelity clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,14 @@ test: $(STAMP)
 	$(PY) -m pytest -q -ra
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check doc_migration doc_migration_tests
-	$(VENV)/bin/mypy doc_migration
+	$(VENV)/bin/ruff check doc_migration doc_migration_tests scripts
+	$(VENV)/bin/mypy doc_migration scripts
 
 bench: $(STAMP)
 	$(PY) -m doc_migration.bench
 
 clean:
 	rm -rf $(VENV) .doc_migration .pytest_cache
+
+fidelity: $(STAMP)
+	$(PY) scripts/fidelity_report.py

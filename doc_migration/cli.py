@@ -497,6 +497,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     found = _foreign(settings, manifest, url)
     st["foreign_rows"] = [f.as_dict() for f in found]
     st["partitions_awaiting_reload"] = [p["partition"] for p in pending_reloads(settings, url)]
+    if args.files:
+        st.update(ledger.file_classifications(settings, url))
     in_manifest = sum(1 for k in st["partitions"] if k in set(keys))
     lines = [f"{st['documents_loaded']} documents in {st['rows']} rows; {len(st['quarantined'])} files quarantined; "
              f"{in_manifest}/{len(keys)} partitions of this manifest loaded"
@@ -514,6 +516,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         lines.append(f"  {key:<28} {p['documents']:>6} docs {p['rows']:>7} rows  loaded {p['loaded_at']}")
     for q in st["quarantined"]:
         lines.append(f"  quarantined {q['doc_type']}/{_printable(q['path'])}: {q['reason']}")
+    if args.files:
+        lines.append("files, the format each was read as, and why:")
+        for f in st["file_details"]:
+            told = (f"{f['rows']} row{'' if f['rows'] == 1 else 's'}" if f["outcome"] == "loaded"
+                    else f.get("reason", f["outcome"]))
+            lines.append(f"  {f['doc_type']}/{_printable(f['path'])}: {f['format']} ({f['detected_by']}) -> {told}")
+        for fmt, agg in st["formats"].items():
+            lines.append(f"  {fmt:<16} {agg['files']:>6} files {agg['loaded']:>6} loaded {agg['refused']:>4} refused")
     _emit(args, st, "\n".join(lines))
     return EXIT_OK
 
@@ -610,6 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
     history.set_defaults(func=cmd_history)
 
     status = sub.add_parser("status", parents=[common], help="what is loaded, per partition and in total")
+    status.add_argument("--files", action="store_true",
+                        help="also list every file: the format it was read as, the evidence, and what happened to it")
     status.set_defaults(func=cmd_status)
 
     prune = sub.add_parser("prune", parents=[common],

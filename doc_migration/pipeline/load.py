@@ -349,9 +349,10 @@ def load_partition(settings: Settings, url: str, key: str, run_id: str,
                      (key, scope))
         for q in quarantine:
             conn.execute(sql.SQL(
-                "INSERT INTO {}.quarantine (partition_key, source_name, rel_path, doc_type, stage, reason, hint, run_id) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING").format(s),
-                (key, q["source_name"], q["path"], q["doc_type"], q["stage"], q["reason"], q.get("hint", ""), run_id))
+                "INSERT INTO {}.quarantine (partition_key, source_name, rel_path, doc_type, stage, reason, hint, run_id, "
+                "format, detected_by) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING").format(s),
+                (key, q["source_name"], q["path"], q["doc_type"], q["stage"], q["reason"], q.get("hint", ""), run_id,
+                 q.get("format"), q.get("detected_by")))
         owned = conn.execute(sql.SQL(
             "SELECT count(*), count(DISTINCT (doc_type, source_name, document_path)) FROM {}.partition_rows "
             "WHERE partition_key = %s").format(s), (key,)).fetchone()

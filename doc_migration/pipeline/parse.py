@@ -26,12 +26,13 @@ from ..chunking import chunk_document
 from ..config import Settings, redact
 from ..manifest import LEGACY_FORMAT, ChunkingConfig, Manifest
 from ..sources.base import ParseContext, ParsedDocument, ParseLimits, QuarantineError
-from ..sources.registry import detect_format, get_parser
+from ..sources.registry import Detection, detect, get_parser
 from ..storage.database import connection
 from .faults import crash_point
 from .progress import Tally
 from .workers import run_bounded
 
+NOT_READ = "unread"  # format of a file refused before its bytes were read (too large, unreadable)
 ROW_NAMESPACE = uuid.UUID("6f1d3c1e-7b0a-5d6e-9a43-2f0d1c9e8b71")
 
 
@@ -66,6 +67,8 @@ class FileResult:
     quarantine: dict[str, str] | None = None
     partial: list[dict[str, str]] = field(default_factory=list)  # rows of a file refused, the rest loaded
     seconds: float = 0.0
+    fmt: str = NOT_READ  # the format the file was read as, and why: recorded with its rows or refusal
+    detected_by: str = ""
 
 
 class _Timeout(Exception):
@@ -82,13 +85,37 @@ def _quarantine(job: FileJob, stage: str, reason: str, hint: str) -> dict[str, s
 
 
 def parse_file(job: FileJob) -> FileResult:
-    """Read, parse and chunk one file; any refusal becomes a quarantine record, never an exception."""
+    """Read, parse and chunk one file; any refusal becomes a quarantine record, never an exception.
+
+    The format decision and its evidence go with the outcome (row metadata ``detected_format`` /
+    ``detected_by``, or the quarantine record), so ``status --files`` explains every file."""
+    result = _parse_file(job)
+    detected = {"format": result.fmt, "detected_by": result.detected_by}
+    if result.quarantine is not None:
+        result.quarantine = {**result.quarantine, **detected}
+    result.partial = [{**p, **detected} for p in result.partial]
+    return result
+
+
+def _detect(job: FileJob, data: bytes, result: FileResult) -> str:
+    """The format to parse with, noted on ``result``; binary content raises QuarantineError."""
+    try:
+        found = Detection(job.fmt, f"manifest format '{job.fmt}'") if job.fmt != "auto" else detect(job.rel_path, data)
+    except QuarantineError as exc:
+        result.fmt, result.detected_by = "binary", exc.reason
+        raise
+    result.fmt, result.detected_by = found.fmt, found.evidence
+    return found.fmt
+
+
+def _parse_file(job: FileJob) -> FileResult:
     start = time.perf_counter()
     result = FileResult(job.rel_path, job.source_name)
     if job.refusal:
         result.quarantine = _quarantine(job, "scan", job.refusal, "see docs/troubleshooting.md")
         return result
     if job.fmt == LEGACY_FORMAT:
+        result.fmt, result.detected_by = LEGACY_FORMAT, "manifest format 'legacy-db'"
         try:
             return _chunk_documents(job, result, _read_legacy(job), start)
         except QuarantineError as exc:
@@ -110,7 +137,7 @@ def parse_file(job: FileJob) -> FileResult:
     if _in_worker:
         _limit_memory(job.limits)
     try:
-        fmt = job.fmt if job.fmt != "auto" else detect_format(job.rel_path, data)
+        fmt = _detect(job, data, result)
         ctx = ParseContext(job.rel_path, job.doc_type, job.source_name, fmt, job.options, job.limits)
         if use_alarm:
             signal.setitimer(signal.ITIMER_REAL, job.limits.parse_timeout_s)
@@ -195,6 +222,8 @@ def _chunk_documents(job: FileJob, result: FileResult, docs: list[ParsedDocument
                 "chunk_count": n,
                 "embedding_model": job.model,
                 "embedding_dims": job.dims,
+                "detected_format": result.fmt,
+                "detected_by": result.detected_by,
             }
             if doc.title and "title" not in meta:
                 meta["title"] = doc.title
@@ -249,6 +278,8 @@ def _timed_out(job: FileJob) -> FileResult:
         job, "parse", f"parsing took longer than {job.limits.parse_timeout_s:g} s (parser stopped)",
         "the parser was stuck, or crashed over limits.max_parse_memory_mb; raise limits.parse_timeout_s / "
         "limits.max_parse_memory_mb in the manifest or exclude the file")
+    result.quarantine.update(format=job.fmt if job.fmt != "auto" else "unknown",
+                             detected_by="the parser process stopped before reporting")
     return result
 
 
@@ -348,7 +379,8 @@ def stage_partition(settings: Settings, manifest: Manifest, url: str, key: str, 
                     if dup is not None:
                         fr.quarantine = {"path": fr.rel_path, "source_name": fr.source_name, "doc_type": dup[1],
                                          "stage": "parse", "reason": f"document path {dup[3]!r} already produced by "
-                                         "another file of this partition", "hint": "make document paths unique"}
+                                         "another file of this partition", "hint": "make document paths unique",
+                                         "format": fr.fmt, "detected_by": fr.detected_by}
                 result.quarantined.extend(fr.partial)
                 if fr.quarantine is not None:
                     result.quarantined.append(fr.quarantine)

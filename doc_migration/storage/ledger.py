@@ -25,8 +25,8 @@ def status(settings: Settings, url: str, keys: list[str] | None = None) -> dict[
             "  (SELECT count(*) FROM {s}.partition_rows pr WHERE pr.partition_key = ps.partition_key) "
             "FROM {s}.partition_state ps ORDER BY ps.partition_key").format(s=s)).fetchall()
         quarantined = conn.execute(sql.SQL(
-            "SELECT rel_path, reason, doc_type, source_name, stage, hint, partition_key FROM {}.quarantine "
-            "ORDER BY doc_type, rel_path").format(s)).fetchall()
+            "SELECT rel_path, reason, doc_type, source_name, stage, hint, partition_key, format, detected_by "
+            "FROM {}.quarantine ORDER BY doc_type, rel_path").format(s)).fetchall()
         seen = conn.execute(sql.SQL("SELECT count(*) FROM {}.partition_files").format(s)).fetchone()
         loaded_files = conn.execute(sql.SQL(
             "SELECT count(*) FROM (SELECT DISTINCT source_name, source_file FROM {}.partition_rows) x").format(s)
@@ -41,13 +41,61 @@ def status(settings: Settings, url: str, keys: list[str] | None = None) -> dict[
         "documents_loaded": int(docs[0]) if docs else 0,
         "rows": int(rows[0]) if rows else 0,
         "quarantined": [{"path": q[0], "reason": q[1], "doc_type": q[2], "source_name": q[3], "stage": q[4],
-                         "hint": q[5], "partition": q[6]} for q in quarantined],
+                         "hint": q[5], "partition": q[6], "format": q[7], "detected_by": q[8]} for q in quarantined],
         "files": {"seen": int(seen[0]) if seen else 0, "loaded": int(loaded_files[0]) if loaded_files else 0,
                   "quarantined": len(quarantined)},
         "partitions_loaded": len(partitions),
         "partitions_pending": [p[0] for p in pending],
         "partitions": partitions,
     }
+
+
+def reason_class(reason: str) -> str:
+    """A refusal reason without its particulars ("binary file (PNG image): 'logo.png'" -> "binary
+    file (PNG image)"), so refusals can be counted by kind."""
+    return reason.split(": ", 1)[0].strip() or reason
+
+
+def file_classifications(settings: Settings, url: str) -> dict[str, Any]:
+    """Every file of the latest scans with the format it was read as, the evidence, and its outcome
+    (``loaded`` with its row count, ``refused`` with the reason, or ``pending``: scanned, not loaded
+    yet); and per format: files, loaded, refused by reason class."""
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        scanned = conn.execute(sql.SQL(
+            "SELECT partition_key, source_name, rel_path, doc_type FROM {}.partition_files").format(s)).fetchall()
+        loaded = conn.execute(sql.SQL(
+            "SELECT pr.partition_key, pr.source_file, "
+            "  coalesce(d.metadata->>'detected_format', d.metadata->>'format', 'unknown'), "
+            "  coalesce(d.metadata->>'detected_by', ''), count(*) "
+            "FROM {}.partition_rows pr JOIN documents d ON d.id = pr.document_id GROUP BY 1, 2, 3, 4").format(s)
+        ).fetchall()
+        refused = conn.execute(sql.SQL(
+            "SELECT partition_key, rel_path, coalesce(format, 'unknown'), coalesce(detected_by, ''), reason, stage "
+            "FROM {}.quarantine").format(s)).fetchall()
+    outcome: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, rel, fmt, by, n in loaded:
+        entry = outcome.setdefault((key, rel), {"format": fmt, "detected_by": by, "outcome": "loaded", "rows": 0})
+        entry["rows"] += int(n)
+    for key, rel, fmt, by, reason, stage in refused:
+        if "#row" in rel:  # a skipped row of a dump whose other rows loaded: the file itself loaded
+            continue
+        outcome[(key, rel)] = {"format": fmt, "detected_by": by, "outcome": "refused", "reason": reason,
+                               "stage": stage, "rows": 0}
+    files: list[dict[str, Any]] = []
+    formats: dict[str, dict[str, Any]] = {}
+    for key, source_name, rel, doc_type in sorted(scanned, key=lambda r: (r[3], r[2], r[1])):
+        entry = outcome.get((key, rel), {"format": "unknown", "detected_by": "", "outcome": "pending", "rows": 0})
+        files.append({"path": rel, "doc_type": doc_type, "source_name": source_name, "partition": key, **entry})
+        agg = formats.setdefault(entry["format"], {"files": 0, "loaded": 0, "refused": 0, "pending": 0, "rows": 0,
+                                                   "refused_by_reason": {}})
+        agg["files"] += 1
+        agg["rows"] += entry["rows"]
+        agg[entry["outcome"]] += 1
+        if entry["outcome"] == "refused":
+            kind = reason_class(entry["reason"])
+            agg["refused_by_reason"][kind] = agg["refused_by_reason"].get(kind, 0) + 1
+    return {"file_details": files, "formats": dict(sorted(formats.items(), key=lambda kv: (-kv[1]["files"], kv[0])))}
 
 
 def run_summary(settings: Settings, url: str, run_ids: list[str], keys: list[str]) -> dict[str, Any]:
@@ -71,8 +119,8 @@ def run_summary(settings: Settings, url: str, run_ids: list[str], keys: list[str
             "SELECT model, sum(tokens) FROM {}.embedding_spend WHERE run_id = ANY(%s) GROUP BY model").format(s),
             (run_ids,)).fetchall()
         quarantined = conn.execute(sql.SQL(
-            "SELECT rel_path, reason, doc_type, stage, hint FROM {}.quarantine WHERE partition_key = ANY(%s) "
-            "ORDER BY doc_type, rel_path").format(s), (keys,)).fetchall()
+            "SELECT rel_path, reason, doc_type, stage, hint, format, detected_by FROM {}.quarantine "
+            "WHERE partition_key = ANY(%s) ORDER BY doc_type, rel_path").format(s), (keys,)).fetchall()
     loaded_keys = {r[0] for r in loads}
     documents_loaded = sum(r[2] for r in loads)
     documents_unchanged = sum(r[1] - r[2] for r in loads) + sum(
@@ -86,8 +134,8 @@ def run_summary(settings: Settings, url: str, run_ids: list[str], keys: list[str
         "documents_loaded": documents_loaded,
         "documents_unchanged": documents_unchanged,
         "quarantined": len(quarantined),
-        "quarantined_files": [{"path": q[0], "reason": q[1], "doc_type": q[2], "stage": q[3], "hint": q[4]}
-                              for q in quarantined],
+        "quarantined_files": [{"path": q[0], "reason": q[1], "doc_type": q[2], "stage": q[3], "hint": q[4],
+                               "format": q[5], "detected_by": q[6]} for q in quarantined],
         "chunks": sum(r[3] for r in loads),
         "rows_written": sum(r[4] + r[5] + r[6] for r in loads),
         "rows_inserted": sum(r[4] for r in loads),
