@@ -41,6 +41,7 @@ def make_tree(root: Path) -> Path:
     (guides / "latin.md").write_bytes("# Café\n\nLa tarifa se aplica según el volumen: déjà vu.\n".encode("latin-1"))
     (guides / "logo.png").write_bytes(PNG)
     (guides / "empty.md").write_text("")
+    (guides / "diagram.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"><circle r="4"/></svg>')
     return root / "tree"
 
 
@@ -60,7 +61,7 @@ def test_status_files_explains_every_classification(tmp_path: Path, database_url
                  home=tmp_path)
     assert st.code == 0, st.stderr[-2000:]
     files = {f["path"].rsplit("/", 1)[-1]: f for f in st.json["file_details"]}
-    assert st.json["files"] == {"seen": 7, "loaded": 5, "quarantined": 2}  # the summary keeps its shape
+    assert st.json["files"] == {"seen": 8, "loaded": 5, "quarantined": 3}  # the summary keeps its shape
     seen = {name: (f["format"], f["outcome"]) for name, f in files.items()}
     assert seen == {
         "spec.json": ("openapi", "loaded"),
@@ -70,6 +71,7 @@ def test_status_files_explains_every_classification(tmp_path: Path, database_url
         "latin.md": ("markdown", "loaded"),
         "logo.png": ("binary", "refused"),
         "empty.md": ("markdown", "refused"),
+        "diagram.svg": ("binary", "refused"),
     }
     assert files["spec.json"]["detected_by"] == "top-level key 'openapi'"
     assert files["latin.md"]["detected_by"] == "extension '.md'"
@@ -80,8 +82,8 @@ def test_status_files_explains_every_classification(tmp_path: Path, database_url
     q = {x["path"].rsplit("/", 1)[-1]: x for x in st.json["quarantined"]}
     assert q["logo.png"]["format"] == "binary" and q["empty.md"]["detected_by"] == "extension '.md'"
     formats = st.json["formats"]
-    assert formats["binary"] == {"files": 1, "loaded": 0, "refused": 1, "pending": 0, "rows": 0,
-                                 "refused_by_reason": {"binary file (PNG image)": 1}}
+    assert formats["binary"] == {"files": 2, "loaded": 0, "refused": 2, "pending": 0, "rows": 0,
+                                 "refused_by_reason": {"binary file (PNG image)": 1, "image file (SVG)": 1}}
     assert formats["text"]["loaded"] == 2 and formats["markdown"]["refused_by_reason"] == {"empty file": 1}
     with psycopg.connect(database_url) as conn:
         ops = conn.execute("SELECT DISTINCT metadata->>'method', metadata->>'endpoint' FROM documents "
@@ -108,10 +110,11 @@ def test_fidelity_report_on_a_folder_given(tmp_path: Path) -> None:
     proc = _script(str(tree), "--output", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = out.read_text()
-    assert "7 files, 5 loaded" in report and "2 refused" in report
+    assert "8 files, 5 loaded" in report and "3 refused" in report
     assert "unchanged re-run wrote **0 rows**" in report
     assert re.search(r"^\| openapi \| 1 \| 1 \| [1-9]\d* \| 0 \| – \|$", report, re.M), report
-    assert re.search(r"^\| binary \| 1 \| 0 \| 0 \| 1 \| binary file \(PNG image\) \(1\) \|$", report, re.M), report
+    assert re.search(r"^\| binary \| 2 \| 0 \| 0 \| 2 \| (binary file \(PNG image\) \(1\)|image file \(SVG\) \(1\))"
+                     r", (image file \(SVG\)|binary file \(PNG image\)) \(1\) \|$", report, re.M), report
     assert "`guides/logo.png` (binary): binary file (PNG image)" in report
     assert str(tmp_path) in report  # a folder outside the repository is named as given
 

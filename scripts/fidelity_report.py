@@ -111,7 +111,7 @@ def render(reports: list[FolderReport], argv: list[str]) -> str:
            "`doc-migrate status --files` shows, for every file, the format it was read as and the evidence "
            "(the extension, the top-level key, the sniffed content).", "",
            "What is refused, and why: an empty file (or a notebook or PDF without text: nothing to search), "
-           "a binary file (image, archive, executable: not a document), text in no encoding that decodes "
+           "a binary file or an SVG picture (image, archive, executable: not a document), text in no encoding that decodes "
            "with confidence, and a file over `limits.max_file_bytes`. Everything else a person would call "
            "readable is loaded: unknown extensions and extension-less files are sniffed and read as text, "
            "JSON that is neither an OpenAPI spec nor a doc-server record (a JSON Schema, an Anchor IDL) is "
@@ -128,7 +128,7 @@ def render(reports: list[FolderReport], argv: list[str]) -> str:
                 + ".", "",
                 "| format | files | loaded | rows | refused | refused by reason |", "|---|---:|---:|---:|---:|---|"]
         for fmt, agg in r.formats.items():
-            reasons = ", ".join(f"{k} ({n})" for k, n in sorted(agg["refused_by_reason"].items(), key=lambda kv: -kv[1]))
+            reasons = ", ".join(f"{k} ({n})" for k, n in sorted(agg["refused_by_reason"].items(), key=lambda kv: (-kv[1], kv[0])))
             out.append(f"| {fmt} | {agg['files']:,} | {agg['loaded']:,} | {agg['rows']:,} | {agg['refused']:,} | "
                        f"{reasons or '–'} |")
         if r.refused:

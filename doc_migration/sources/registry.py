@@ -16,7 +16,7 @@ person would refuse:
 * ``.yaml``/``.yml`` with an ``openapi:``/``swagger:`` key at column 0 is OpenAPI, anything else
   ``yaml-text``.
 * Any other file (``README``, ``NOTES``, ``tutor1.ru``) is sniffed: binary content is refused
-  (``binary file (...)``), a PDF or Word file is read as such whatever its name, text that opens
+  (``binary file (...)``), so is an SVG image (``image file (SVG)``: XML text, but a picture), a PDF or Word file is read as such whatever its name, text that opens
   with a ``# `` heading is Markdown, other text is ``text``. Text that does not decode is left to
   the text parser, whose refusal names the bytes.
 
@@ -168,6 +168,11 @@ def _sniff(rel_path: str, data: bytes) -> Detection:
         text = decode_text(data)
     except QuarantineError:
         return Detection("text", "not decodable as text (the text parser says why)")
+    head = text.lstrip("\ufeff \t\r\n")[:2048].lower()
+    if head.startswith("<svg") or (head.startswith(("<?xml", "<!doctype svg")) and "<svg" in head):
+        raise QuarantineError(f"image file (SVG): '{name}'",
+                              "not a readable document; exclude it with the source's include/exclude globs",
+                              stage="scan")
     if text.lstrip("\ufeff \t\n").startswith("# "):
         return Detection("markdown", "text opening with a '# ' heading")
     return Detection("text", "decodable text")

@@ -315,3 +315,13 @@ def test_parse_file_records_the_encoding_in_row_metadata_and_never_reports_a_par
         refused = parse_file(_job(_write(tmp_path, name, payload)))
         assert refused.quarantine is not None, name
         assert not refused.quarantine["reason"].startswith("parser error"), refused.quarantine
+
+
+def test_svg_images_are_refused_as_images_not_loaded_as_text() -> None:
+    svg = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"><path d="M0 0h24v24H0z"/></svg>'
+    for name, data in (("logo.svg", svg), ("icon.svg", svg.split(b"\n", 1)[1])):
+        with pytest.raises(QuarantineError) as exc:
+            detect(f"img/{name}", data)
+        assert exc.value.reason == f"image file (SVG): '{name}'" and "exclude" in exc.value.hint
+    # XML that is not a picture is still text.
+    assert detect("data/feed.xml", b'<?xml version="1.0"?><rss><channel>news</channel></rss>').fmt == "text"
