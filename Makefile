@@ -21,11 +21,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q -ra
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check doc_migration doc_migration_tests scripts
-	$(VENV)/bin/mypy doc_migration scripts
+	$(VENV)/bin/ruff check doc_migration doc_migration_tests scripts benchmarks testkit
+	$(VENV)/bin/mypy doc_migration scripts benchmarks testkit
 
 bench: $(STAMP)
-	$(PY) -m doc_migration.bench
+	$(PY) -m benchmarks
 
 clean:
 	rm -rf $(VENV) .doc_migration .pytest_cache

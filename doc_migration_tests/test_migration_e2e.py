@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -35,6 +36,16 @@ def test_full_migration_then_idempotent_rerun(tmp_path: Path, database_url: str,
     meta = next(iter(rows.values()))[6]
     for field in ("source_file", "source_sha256", "chunk_index", "chunk_count", "embedding_model"):
         assert field in meta
+
+    # The run's validation report took the asset checks' results from the pipeline schema, not
+    # recomputed (nor read from Dagster's event log).
+    (report_path,) = (tmp_path / "reports").glob(f"validation-{summary['run_id']}.json")
+    report = json.loads(report_path.read_text())
+    with psycopg.connect(database_url) as conn:
+        stored = dict(conn.execute("SELECT check_name, status FROM doc_migration.check_results WHERE run_id = %s",
+                                   (summary["run_id"],)).fetchall())
+    assert {"counts", "checksums", "embeddings", "schema"} <= set(stored) and set(stored.values()) == {"done"}
+    assert all(report["checks"][name].get("reused") for name in stored), {n: report["checks"][n] for n in stored}
 
     status = run_cli(["--sources", str(corpus), "status", "--json"], database_url=database_url, home=tmp_path)
     assert status.code == 0, status.stderr

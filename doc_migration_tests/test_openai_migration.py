@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from doc_migration.testing.embedding_server import EmbeddingTestServer
 from doc_migration_tests.helpers import SAMPLE_MANIFEST, run_cli
+from testkit.embedding_server import EmbeddingTestServer
 
 KEY = "sk-test-0123456789abcdef"
 

@@ -206,7 +206,7 @@ def test_sigterm_finishes_the_partition_then_exits_130_and_resume_completes(
 def test_kill_and_resume_never_embeds_a_chunk_twice(point: str, tmp_path: Path, database_url: str,
                                                       corpus: Path) -> None:
     """Against the OpenAI-compatible test server: what was embedded before the crash is never paid again."""
-    from doc_migration.testing.embedding_server import EmbeddingTestServer
+    from testkit.embedding_server import EmbeddingTestServer
 
     # The retrieval smoke test re-embeds samples on purpose; switch it off to count the migration alone.
     corpus.write_text(corpus.read_text() + "validation:\n  retrieval: {per_partition: 0}\n")

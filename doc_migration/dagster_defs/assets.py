@@ -23,7 +23,7 @@ from ..pipeline.embed import embed_partition
 from ..pipeline.load import load_partition
 from ..pipeline.parse import stage_partition
 from ..pipeline.scan import record_scans, scan
-from ..storage import ledger
+from ..storage import check_results, ledger
 from ..storage.database import ensure_vector_index, explain_error
 from ..validation.html import render_html
 from ..validation.report import build_report
@@ -315,12 +315,10 @@ def validation_report(context: AssetExecutionContext, migration: MigrationResour
     changed = ledger.run_loaded_partitions(migration.settings, migration.url, context.run_id)
     # The run's asset checks have computed most results already (same partitions, same settings):
     # reuse them rather than validating everything twice.
-    from .checks import run_check_results  # checks.py imports this module
-
     report = build_report(migration.settings, migration.url, changed or list(context.partition_keys),
                           context.run_id, embedder=migration.embedder, manifest=migration.manifest,
                           only=None if changed else ["counts", "checksums", "orphans", "rolled_back"],
-                          reuse=run_check_results(context))
+                          reuse=check_results.for_run(migration.settings, migration.url, context.run_id))
     folder = migration.settings.home / "reports"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"validation-{context.run_id}.json"

@@ -9,15 +9,12 @@ evaluate every loaded partition of the manifest, with sampling where a full pass
 ``embeddings`` checks look at what the run staged, before anything is paid for or replaced.
 """
 
-import json
-import time
+# No `from __future__ import annotations`: Dagster reads the context parameter's annotation at definition time.
 from typing import Any
 
 import dagster as dg
-from psycopg import sql
 
-from ..storage.database import connection
-from ..storage.ledger import run_loaded_partitions
+from ..storage import check_results, ledger
 from ..validation.checks import check_staged_chunks, check_staged_embeddings, rolled_back_partitions
 from ..validation.common import ERROR, timed
 from ..validation.config import ValidationConfig, load_validation_config
@@ -35,9 +32,7 @@ def _config(migration: MigrationResource) -> ValidationConfig:
 
 def _loaded_keys(migration: MigrationResource) -> list[str]:
     """Partitions of this code location that have been loaded at least once."""
-    s = sql.Identifier(migration.settings.pipeline_schema)
-    with connection(migration.url) as conn:
-        loaded = {r[0] for r in conn.execute(sql.SQL("SELECT partition_key FROM {}.partition_state").format(s))}
+    loaded = ledger.loaded_partitions(migration.settings, migration.url)
     return [k for k in PARTITIONS.get_partition_keys() if k in loaded]
 
 
@@ -86,13 +81,17 @@ def _keys_to_check(name: str, context: dg.AssetCheckExecutionContext | None,
                    migration: MigrationResource) -> list[str]:
     """The partitions a check looks at: all loaded ones outside a run or for cheap checks, else the
     partitions the run loaded."""
-    try:
-        run_id = context.run.run_id if context is not None else None
-    except Exception:  # invoked directly (tests, notebooks): there is no run
-        run_id = None
+    run_id = _run_id(context)
     if not run_id or name in WHOLE_DATABASE_CHECKS:
         return _loaded_keys(migration)
-    return run_loaded_partitions(migration.settings, migration.url, run_id)
+    return ledger.run_loaded_partitions(migration.settings, migration.url, run_id)
+
+
+def _run_id(context: dg.AssetCheckExecutionContext | None) -> str | None:
+    try:
+        return context.run.run_id if context is not None else None
+    except Exception:  # invoked directly (tests, notebooks): there is no run
+        return None
 
 
 def _loaded_check(name: str, migration: MigrationResource,
@@ -101,117 +100,62 @@ def _loaded_check(name: str, migration: MigrationResource,
     if not keys and context is not None and name not in WHOLE_DATABASE_CHECKS:
         return dg.AssetCheckResult(passed=True, description="this run loaded no partition: nothing changed to check",
                                    metadata={"partitions_checked": 0})
-    result = run_check(name, migration.settings, migration.url, keys, config=_config(migration),
-                       manifest=migration.manifest, embedder=migration.embedder if name == "retrieval" else None,
-                       require_loaded=False)
+
+    def compute() -> dict[str, Any]:
+        return run_check(name, migration.settings, migration.url, keys, config=_config(migration),
+                         manifest=migration.manifest, embedder=migration.embedder if name == "retrieval" else None,
+                         require_loaded=False)
+
+    run_id = _run_id(context)
+    if run_id is None:
+        return _result(compute(), partitions_checked=len(keys))
     # The whole result (findings capped at validation.max_findings) for the run's validation_report to reuse.
-    full = json.loads(json.dumps(result, default=str))
-    return _result(result, partitions_checked=len(keys), **{RESULT_KEY: dg.MetadataValue.json(full)})
+    with check_results.recording(migration.settings, migration.url, run_id, name) as stored:
+        stored.update(compute())
+    return _result(stored, partitions_checked=len(keys))
 
 
-RESULT_KEY = "check_result"
-REUSE_WAIT_SECONDS = 300.0  # a check step that died without an event must not stall the report for long
-_STEP_EVENTS = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE,
-                dg.DagsterEventType.STEP_SKIPPED, dg.DagsterEventType.STEP_UP_FOR_RETRY}
+# The checks of loaded_rows, one row each: (Dagster check name, validation check, blocking, description).
+# Blocking checks are ERROR gates; the others report (WARN) without stopping the run.
+LOADED_ROWS_CHECKS: list[tuple[str, str, bool, str]] = [
+    ("rows_match_ledger", "counts", True,
+     "Every loaded partition owns exactly the rows and documents its ledger records, all present in documents; "
+     "every scanned file is loaded or quarantined."),
+    ("content_matches_checksums", "checksums", True,
+     "sha256 of every row's content equals the hash recorded at load (no truncated or edited rows)."),
+    ("embeddings_well_formed", "embeddings", True,
+     "No NULL, wrong-dimension, NaN/Inf or zero embeddings among the pipeline's rows."),
+    ("rows_conform_to_schema", "schema", True,
+     "Sampled rows conform to their doc type's pandera schema: types, token limits, vector dims and unit norm, "
+     "required metadata."),
+    ("retrieval_smoke_test", "retrieval", True,
+     "Sampled chunks, embedded afresh, find themselves first through the HNSW (halfvec) query form; fails below "
+     "the configured recall@1."),
+    ("no_duplicate_content", "duplicates", False,
+     "Exact (sha256) and near (SimHash) duplicate content per doc type (WARN)."),
+    ("cross_references_resolve", "links", False,
+     "Links between corpus documents (Markdown, RST :doc:, HTML, OpenAPI $ref) lead to migrated documents (WARN)."),
+    ("no_orphan_rows", "orphans", True,
+     "No row in documents outside every partition's ownership (WARN, or ERROR when validation.orphans.severity "
+     "says so; only ERROR blocks)."),
+    ("sources_unchanged", "source_drift", False,
+     "Source files on disk still hash to the sha256 recorded in their rows (WARN: the next run reloads drifted "
+     "files)."),
+]
 
 
-def run_check_results(context: dg.AssetExecutionContext, wait_seconds: float = REUSE_WAIT_SECONDS,
-                      poll_seconds: float = 1.0) -> dict[str, dict[str, Any]]:
-    """The full results of the ``loaded_rows`` checks this run has evaluated, by check name, for the
-    validation report to reuse instead of running every check a second time (it doubled the cost of
-    validation). Non-blocking checks may still be running in parallel steps: those are waited for
-    (recomputing one beside itself would only split the CPU); checks that have not started are left
-    to the report. Any problem reading the event log means nothing is reused, never a failed report."""
-    step_suffixes = {f"_{next(iter(c.check_specs)).name}" for c in CHECKS}
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            records = context.instance.get_records_for_run(
-                context.run_id, of_type={dg.DagsterEventType.ASSET_CHECK_EVALUATION, *_STEP_EVENTS}).records
-        except Exception as exc:  # an event log we cannot read: the report computes every check itself
-            context.log.warning(f"cannot read this run's asset check results ({type(exc).__name__}); "
-                                "the report runs every check itself")
-            return {}
-        results: dict[str, dict[str, Any]] = {}
-        running: set[str] = set()
-        for record in records:
-            event = record.event_log_entry.dagster_event
-            if event is None:
-                continue
-            if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-                value = getattr(event.event_specific_data, "metadata", {}).get(RESULT_KEY)
-                data = getattr(value, "data", None)
-                if isinstance(data, dict) and isinstance(data.get("name"), str):
-                    results[data["name"]] = data
-            elif event.step_key and event.step_key.endswith(tuple(step_suffixes)):
-                if event.event_type == dg.DagsterEventType.STEP_START:
-                    running.add(event.step_key)
-                else:
-                    running.discard(event.step_key)
-        if not running or time.monotonic() >= deadline:
-            return results
-        time.sleep(poll_seconds)
+def loaded_rows_check(check_name: str, validation_check: str, blocking: bool,
+                      description: str) -> dg.AssetChecksDefinition:
+    """One asset check of loaded_rows that runs validation check ``validation_check``."""
+
+    @dg.asset_check(asset=loaded_rows, name=check_name, blocking=blocking, description=description)
+    def _check(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
+        return _loaded_check(validation_check, migration, context)
+
+    return _check
 
 
-@dg.asset_check(asset=loaded_rows, blocking=True,
-                description="Every loaded partition owns exactly the rows and documents its ledger records, all "
-                            "present in documents; every scanned file is loaded or quarantined.")
-def rows_match_ledger(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("counts", migration, context)
-
-
-@dg.asset_check(asset=loaded_rows, blocking=True,
-                description="sha256 of every row's content equals the hash recorded at load (no truncated or "
-                            "edited rows).")
-def content_matches_checksums(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("checksums", migration, context)
-
-
-@dg.asset_check(asset=loaded_rows, blocking=True,
-                description="No NULL, wrong-dimension, NaN/Inf or zero embeddings among the pipeline's rows.")
-def embeddings_well_formed(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("embeddings", migration, context)
-
-
-@dg.asset_check(asset=loaded_rows, blocking=True,
-                description="Sampled rows conform to their doc type's pandera schema: types, token limits, vector "
-                            "dims and unit norm, required metadata.")
-def rows_conform_to_schema(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("schema", migration, context)
-
-
-@dg.asset_check(asset=loaded_rows, blocking=True,
-                description="Sampled chunks, embedded afresh, find themselves first through the HNSW (halfvec) "
-                            "query form; fails below the configured recall@1.")
-def retrieval_smoke_test(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("retrieval", migration, context)
-
-
-@dg.asset_check(asset=loaded_rows, blocking=False,
-                description="Exact (sha256) and near (SimHash) duplicate content per doc type (WARN).")
-def no_duplicate_content(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("duplicates", migration, context)
-
-
-@dg.asset_check(asset=loaded_rows, blocking=False,
-                description="Links between corpus documents (Markdown, RST :doc:, HTML, OpenAPI $ref) lead to "
-                            "migrated documents (WARN).")
-def cross_references_resolve(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("links", migration, context)
-
-
-@dg.asset_check(asset=loaded_rows, blocking=True,
-                description="No row in documents outside every partition's ownership (WARN, or ERROR when "
-                            "validation.orphans.severity says so; only ERROR blocks).")
-def no_orphan_rows(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("orphans", migration, context)
-
-
-@dg.asset_check(asset=loaded_rows, blocking=False,
-                description="Source files on disk still hash to the sha256 recorded in their rows (WARN: the next "
-                            "run reloads drifted files).")
-def sources_unchanged(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
-    return _loaded_check("source_drift", migration, context)
+LOADED_CHECKS = [loaded_rows_check(*row) for row in LOADED_ROWS_CHECKS]
 
 
 @dg.asset_check(asset=loaded_rows, name="partition_not_rolled_back", blocking=False,
@@ -242,6 +186,4 @@ def staged_chunks_embedded(context: dg.AssetCheckExecutionContext,
         migration.settings, migration.url, _run_keys(context), cfg)))
 
 
-CHECKS = [rows_match_ledger, content_matches_checksums, embeddings_well_formed, rows_conform_to_schema,
-          retrieval_smoke_test, no_duplicate_content, cross_references_resolve, no_orphan_rows, sources_unchanged,
-          partition_not_rolled_back, staged_chunks_loadable, staged_chunks_embedded]
+CHECKS = [*LOADED_CHECKS, partition_not_rolled_back, staged_chunks_loadable, staged_chunks_embedded]

@@ -241,6 +241,8 @@ def _chunk_documents(job: FileJob, result: FileResult, docs: list[ParsedDocument
     return result
 
 
+# Imported by the pool's fork server before any worker starts: a worker costs milliseconds.
+PRELOAD = ("doc_migration.pipeline.parse", "doc_migration.sources.registry")
 _in_worker = False
 _baseline_vm: int | None = None  # address space of the worker once started (bytes); Linux only
 
@@ -288,7 +290,8 @@ def parse_files(jobs: list[FileJob], parallel: int) -> Iterable[FileResult]:
     take the run down), using ``parallel`` cores."""
     if not jobs:
         return
-    yield from run_bounded(parse_file, jobs, max(1, parallel), lambda j: j.limits.parse_timeout_s, _timed_out)
+    yield from run_bounded(parse_file, jobs, max(1, parallel), lambda j: j.limits.parse_timeout_s, _timed_out,
+                           initializer=worker_init, preload=PRELOAD)
 
 
 @dataclass

@@ -23,51 +23,51 @@ from typing import Any, TypeVar
 J = TypeVar("J")
 R = TypeVar("R")
 
-_idle: dict[int, list[Pool]] = {}  # warm pools not in use, by size; one is leased per partition
+PoolKey = tuple[int, Callable[[], None] | None, tuple[str, ...]]  # (processes, initializer, preload)
+_idle: dict[PoolKey, list[Pool]] = {}  # warm pools not in use, by kind; one is leased per partition
 _all: list[Pool] = []
 _lock = threading.Lock()
 # On top of the parser's own (soft, SIGALRM) limit, for IPC only: the pool is warm before any
 # deadline starts counting. A stuck PDFium allocates ~400 MB/s, so every second here is memory.
 GRACE_S = 1.0
-PRELOAD = ["doc_migration.pipeline.parse", "doc_migration.sources.registry"]
 QUEUED_PER_PROCESS = 3
 
 
-def _init_worker() -> None:
+def _init_worker(initializer: Callable[[], None] | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the parent, between partitions
-    from . import parse
-
-    parse.worker_init()
+    if initializer is not None:
+        initializer()
 
 
 def _ready() -> bool:
     return True
 
 
-def _new_pool(processes: int) -> Pool:
+def _new_pool(key: PoolKey) -> Pool:
+    processes, initializer, preload = key
     ctx = multiprocessing.get_context("forkserver")
-    # Workers fork from a server that has imported the parsers already: milliseconds, not seconds.
-    ctx.set_forkserver_preload(PRELOAD)
-    pool = ctx.Pool(processes=processes, initializer=_init_worker, maxtasksperchild=2000)
+    # Workers fork from a server that has imported the caller's modules already: milliseconds, not seconds.
+    ctx.set_forkserver_preload(list(preload))
+    pool = ctx.Pool(processes=processes, initializer=_init_worker, initargs=(initializer,), maxtasksperchild=2000)
     pool.apply(_ready)  # start-up is not charged to the first file's deadline
     with _lock:
         _all.append(pool)
     return pool
 
 
-def _lease(processes: int) -> Pool:
+def _lease(key: PoolKey) -> Pool:
     """A warm pool for one caller at a time: partitions parsed concurrently get one each, so killing
     a stuck worker's pool never touches another partition's files."""
     with _lock:
-        idle = _idle.get(processes)
+        idle = _idle.get(key)
         if idle:
             return idle.pop()
-    return _new_pool(processes)
+    return _new_pool(key)
 
 
-def _release(processes: int, pool: Pool) -> None:
+def _release(key: PoolKey, pool: Pool) -> None:
     with _lock:
-        _idle.setdefault(processes, []).append(pool)
+        _idle.setdefault(key, []).append(pool)
 
 
 def _kill(pool: Pool) -> None:
@@ -90,17 +90,21 @@ def shutdown() -> None:
 
 
 def run_bounded(fn: Callable[[J], R], jobs: list[J], processes: int, timeout_s: Callable[[J], float],
-                on_timeout: Callable[[J], R]) -> Iterator[R]:
+                on_timeout: Callable[[J], R], *, initializer: Callable[[], None] | None = None,
+                preload: tuple[str, ...] = ()) -> Iterator[R]:
     """Yield ``fn(job)`` for every job (in job order), or ``on_timeout(job)`` for jobs that exceed
     ``timeout_s(job) + GRACE_S`` seconds.
 
     Up to ``QUEUED_PER_PROCESS`` jobs per worker are submitted, so a worker never waits for the
     parent to take a result and hand it the next file. A job's clock starts once it is among the
     first ``processes`` unfinished ones (by then it has certainly started), not at submission.
+    Workers run ``initializer`` once and fork from a server that imported ``preload`` (module-level
+    names: they are pickled to the pool).
     """
+    key: PoolKey = (processes, initializer, preload)
     pending = deque(jobs)
     in_flight: deque[list[Any]] = deque()  # [job, handle, deadline or None while possibly queued]
-    pool = _lease(processes)
+    pool = _lease(key)
     try:
         while pending or in_flight:
             while pending and len(in_flight) < processes * QUEUED_PER_PROCESS:
@@ -122,10 +126,10 @@ def run_bounded(fn: Callable[[J], R], jobs: list[J], processes: int, timeout_s: 
                 for _, h in done:
                     yield h.get()
                 _kill(pool)
-                pool = _new_pool(processes)
+                pool = _new_pool(key)
                 pending.extendleft(reversed(survivors))
     finally:
         if in_flight:  # abandoned mid-way (an error or a stop): its queued files must not run on
             _kill(pool)
         else:
-            _release(processes, pool)
+            _release(key, pool)

@@ -194,6 +194,13 @@ def history(settings: Settings, url: str, limit: int = 200) -> list[dict[str, An
     return events[:limit]
 
 
+def loaded_partitions(settings: Settings, url: str) -> set[str]:
+    """Partitions with a committed load (the checkpoint exists)."""
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        return {r[0] for r in conn.execute(sql.SQL("SELECT partition_key FROM {}.partition_state").format(s))}
+
+
 def run_loaded_partitions(settings: Settings, url: str, run_id: str) -> list[str]:
     """Partitions a run committed a load for (in key order)."""
     s = sql.Identifier(settings.pipeline_schema)

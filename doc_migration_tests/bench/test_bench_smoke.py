@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from doc_migration.bench.corpus import CorpusInfo, generate_corpus, modify_files
-from doc_migration.bench.report import evaluate_targets, write_report
-from doc_migration.bench.runner import BenchConfig, run_benchmark
+from benchmarks.corpus import CorpusInfo, generate_corpus, modify_files
+from benchmarks.report import evaluate_targets, write_report
+from benchmarks.runner import BenchConfig, run_benchmark
 from doc_migration.config import OFFLINE_MODEL, Settings
 from doc_migration.manifest import discover, load_manifest
 from doc_migration.pipeline.parse import make_job, parse_file
@@ -99,7 +99,7 @@ def test_merge_keeps_the_start_of_the_run_that_measured_each_scenario(tmp_path: 
     """Merging twice must not relabel old scenarios with the intermediate run's start."""
     import json
 
-    from doc_migration.bench.__main__ import merge
+    from benchmarks.__main__ import merge
 
     older = tmp_path / "older.json"
     older.write_text(json.dumps({"started_at": "T2", "merged_from": {"first": "T1"},

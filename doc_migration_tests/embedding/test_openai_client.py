@@ -15,8 +15,8 @@ import pytest
 from doc_migration.embedding.base import Embedder, EmbeddingError
 from doc_migration.embedding.openai_client import OpenAIEmbedder, OpenAIEmbeddingError, clear_shared_state
 from doc_migration.embedding.pricing import DEFAULT_PRICES, estimate_cost
-from doc_migration.testing.embedding_server import EmbeddingTestServer
 from doc_migration.tokens import count_tokens
+from testkit.embedding_server import EmbeddingTestServer
 
 KEY = "sk-test-local-key"
 

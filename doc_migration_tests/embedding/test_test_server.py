@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from doc_migration.testing.embedding_server import EmbeddingTestServer, expected_vectors, format_duration
 from doc_migration.tokens import count_tokens
+from testkit.embedding_server import EmbeddingTestServer, expected_vectors, format_duration
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "text-embedding-3-small"
@@ -281,7 +281,7 @@ def test_server_is_fast_enough_for_full_batches() -> None:
 def test_cli_serves_and_reports() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "doc_migration.testing.embedding_server", "--port", "0", "--dims", "8",
+        [sys.executable, "-m", "testkit.embedding_server", "--port", "0", "--dims", "8",
          "--tpm", "1000000"],
         stdout=subprocess.PIPE, text=True, env=env, cwd=REPO,
     )

@@ -17,7 +17,6 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from doc_migration.testing.embedding_server import EmbeddingTestServer
 from doc_migration_tests.helpers import SAMPLE_MANIFEST, CliResult, run_cli
 from doc_migration_tests.security.conftest import (
     API_KEY,
@@ -36,6 +35,7 @@ from doc_migration_tests.security.conftest import (
     role_url,
 )
 from doc_migration_tests.security.support import finish_cli, start_cli
+from testkit.embedding_server import EmbeddingTestServer
 
 OFFLINE = {"DOC_MIGRATION_EMBEDDER": "offline", "OPENAI_API_KEY": API_KEY}
 SOURCES = ["--sources", str(SAMPLE_MANIFEST)]

@@ -16,7 +16,7 @@ pre-encoded strings, which lets one Python process answer dozens of 2048-input r
 
 Run standalone for benchmarks::
 
-    python -m doc_migration.testing.embedding_server --port 8089 --tpm 1000000
+    python -m testkit.embedding_server --port 8089 --tpm 1000000
 """
 
 from __future__ import annotations

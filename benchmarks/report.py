@@ -335,7 +335,7 @@ def write_markdown(results: dict[str, Any], path: Path, svg_name: str) -> None:
     cfg = results.get("config", {})
     cores = m.get("cores") or 2
     out: list[str] = ["# Benchmarks", "",
-                      f"Written by `python -m doc_migration.bench` on {results.get('finished_at', '?')} "
+                      f"Written by `python -m benchmarks` on {results.get('finished_at', '?')} "
                       f"(total {results.get('total_seconds', 0) / 60:.1f} min). The machine is shared and noisy: "
                       "compare figures of one run with each other (ratios), not across runs.", ""]
     out += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
@@ -363,14 +363,14 @@ def write_markdown(results: dict[str, Any], path: Path, svg_name: str) -> None:
             f"{pg.get('maintenance_work_mem')}, max_wal_size {pg.get('max_wal_size')}, synchronous_commit "
             f"{pg.get('synchronous_commit')}, io_method {pg.get('io_method')}", ""]
     out += ["## How to rerun", "", "```bash",
-            "make bench                                   # = python -m doc_migration.bench (184 MB, seed 42)",
-            "python -m doc_migration.bench --scale4x      # also the 4x corpus (memory flatness; long)",
-            "python -m doc_migration.bench --size-mb 20 --scenarios first,rerun,changed,copy   # quick look",
-            "DATABASE_URL=postgresql://... python -m doc_migration.bench   # another server (databases are created)",
+            "make bench                                   # = python -m benchmarks (184 MB, seed 42)",
+            "python -m benchmarks --scale4x      # also the 4x corpus (memory flatness; long)",
+            "python -m benchmarks --size-mb 20 --scenarios first,rerun,changed,copy   # quick look",
+            "DATABASE_URL=postgresql://... python -m benchmarks   # another server (databases are created)",
             "```", "",
-            "The corpus is generated once per seed and size under `.doc_migration/bench/corpus/` and reused; "
+            "The corpus is generated once per seed and size under `.benchmarks/corpus/` and reused; "
             "every scenario runs `doc-migrate ... full --json` in a subprocess against a fresh database; "
-            "raw results are in `.doc_migration/bench/results/latest.json`, logs in `.doc_migration/bench/logs/`.", ""]
+            "raw results are in `.benchmarks/results/latest.json`, logs in `.benchmarks/logs/`.", ""]
     fmt_rows = sorted((corpus.get("by_format") or {}).items(), key=lambda kv: -kv[1]["bytes"])
     out += ["## Corpus", "",
             f"Seed {cfg.get('seed')}, {corpus.get('bytes', 0) / MB:.1f} MB in {corpus.get('files', 0):,} files over "

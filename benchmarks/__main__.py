@@ -1,4 +1,4 @@
-"""``python -m doc_migration.bench``: run the benchmark and write docs/benchmarks.md (+ .svg)."""
+"""``python -m benchmarks``: run the benchmark and write docs/benchmarks.md (+ .svg)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .runner import ALL_SCENARIOS, DEFAULT_SCENARIOS, BenchConfig, run_benchmark
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m doc_migration.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--size-mb", type=float, default=DEFAULT_SIZE_MB, help="corpus size (default 184)")
     p.add_argument("--dump-docs", type=int, default=DEFAULT_DUMP_DOCS, help="documents of the SQL-dump case")
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, default=8, help="shards of the generated manifests (default 8)")
     p.add_argument("--home", type=Path, default=None,
                    help="bench home: corpus cache, runs, logs, results (default $DOC_MIGRATION_BENCH_HOME or "
-                        "./.doc_migration/bench)")
+                        "./.benchmarks)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="report to write")
     p.add_argument("--no-report", action="store_true", help="only print the results JSON")
     p.add_argument("--keep", action="store_true", help="keep the benchmark databases")

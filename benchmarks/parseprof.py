@@ -31,9 +31,9 @@ def _select(items: list[Any], share: float) -> list[Any]:
 
 
 def profile_parse(manifest_path: Path, share: float = 0.1, top: int = 20) -> dict[str, Any]:
-    from ..config import Settings
-    from ..manifest import discover, load_manifest
-    from ..pipeline import parse as parse_mod
+    from doc_migration.config import Settings
+    from doc_migration.manifest import discover, load_manifest
+    from doc_migration.pipeline import parse as parse_mod
 
     manifest = load_manifest(manifest_path)
     settings = Settings.from_env(manifest_path)

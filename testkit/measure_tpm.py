@@ -1,6 +1,6 @@
 """Measure TPM utilisation of a real migration against the test server with a TPM cap.
 
-    python -m doc_migration.testing.measure_tpm --sources examples/shared-real-formats.yaml --tpm 400000
+    python -m testkit.measure_tpm --sources examples/shared-real-formats.yaml --tpm 400000
 
 Starts the OpenAI-compatible test server in-process (60 s window, like OpenAI), runs
 ``doc-migrate full`` against a fresh database with the openai embedder capped at that TPM, and
@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..storage.embedded_pg import embedded_database_url
+from doc_migration.storage.embedded_pg import embedded_database_url
+
 from .embedding_server import EmbeddingTestServer
 
 

@@ -43,6 +43,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from testkit import REPO_ROOT, with_repo_on_path
+
 from .corpus import (
     DEFAULT_DUMP_DOCS,
     DEFAULT_SEED,
@@ -99,7 +101,7 @@ class Server:
             self.base_url = config.database_url
             self.embedded = False
         else:
-            from ..storage.embedded_pg import embedded_database_url
+            from doc_migration.storage.embedded_pg import embedded_database_url
 
             self.base_url = embedded_database_url(config.home / "pg", keep_running=False)
             self.embedded = True
@@ -358,8 +360,8 @@ class EmbeddingServer:
         self.out_path = log_dir / f"{name}-embedding-server.stdout"
         self._out = open(self.out_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "doc_migration.testing.embedding_server", "--port", "0", "--tpm", str(tpm)],
-            stdout=self._out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            [sys.executable, "-m", "testkit.embedding_server", "--port", "0", "--tpm", str(tpm)],
+            stdout=self._out, stderr=subprocess.STDOUT, env=with_repo_on_path({**os.environ, "PYTHONUNBUFFERED": "1"}))
         self.base_url = ""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -403,7 +405,7 @@ def machine_info() -> dict[str, Any]:
 
     git: dict[str, Any] = {}
     try:
-        root = Path(__file__).resolve().parents[2]
+        root = REPO_ROOT
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, timeout=10)
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
