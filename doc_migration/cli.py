@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, Settings, redact
+from .faults import crash_point
 from .manifest import Manifest, load_manifest, split_partition_key
-from .pipeline.faults import crash_point
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_VALIDATION, EXIT_BUSY, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = (
     0, 1, 2, 3, 4, 5, 130)
@@ -431,7 +431,7 @@ def _confirm(args: argparse.Namespace, question: str) -> None:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from .dagster_defs.visibility import report_rollbacks
-    from .pipeline.rollback import RollbackError, rollback_partition, rollback_run
+    from .storage.rollback import RollbackError, rollback_partition, rollback_run
 
     settings, manifest = _settings(args)
     if bool(args.partitions) == bool(args.run):

@@ -162,7 +162,7 @@ def test_rollback_marks_the_partition_failed_not_current(env: Path, database_url
                                                          instance: dg.DagsterInstance) -> None:
     from doc_migration.config import Settings
     from doc_migration.dagster_defs.visibility import ROLLBACK_TAG, report_rollbacks
-    from doc_migration.pipeline.rollback import rollback_partition
+    from doc_migration.storage.rollback import rollback_partition
 
     _run_range(instance, "rust-00", "rust-01")
     settings = Settings.from_env(None)

@@ -20,11 +20,12 @@ from dagster import AssetExecutionContext
 from ..embedding.pricing import estimate_cost
 from ..pipeline import interrupt, progress
 from ..pipeline.embed import embed_partition
-from ..pipeline.load import load_partition
 from ..pipeline.parse import stage_partition
-from ..pipeline.scan import record_scans, scan
+from ..pipeline.scan import scan
 from ..storage import check_results, ledger
 from ..storage.database import ensure_vector_index, explain_error
+from ..storage.loading import load_partition
+from ..storage.scans import record_scans
 from ..validation.html import render_html
 from ..validation.report import build_report
 from .partitions import build_partitions

@@ -6,9 +6,9 @@ from typing import Any
 
 import dagster as dg
 
-from ..pipeline.rollback import rollback_partition, rollback_run
 from ..pipeline.scan import scan
 from ..storage.ledger import loaded_checksums
+from ..storage.rollback import rollback_partition, rollback_run
 from .assets import ASSETS, PARTITIONS, loaded_rows, validation_report
 from .resources import MigrationResource
 from .tags import range_tags

@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from ..pipeline.rollback import RollbackResult
+from ..storage.rollback import RollbackResult
 
 logger = logging.getLogger(__name__)
 

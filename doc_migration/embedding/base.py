@@ -46,3 +46,9 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Return an array of shape (len(texts), dims), float32, rows in the order of ``texts``."""
         ...
+
+
+def check_vectors(vectors: np.ndarray, n: int, dims: int) -> None:
+    """An embedder's answer must be n finite vectors of the configured size before anything stores it."""
+    if vectors.shape != (n, dims) or not np.all(np.isfinite(vectors)):
+        raise RuntimeError(f"embedder returned {vectors.shape} for {n} inputs of {dims} dimensions")

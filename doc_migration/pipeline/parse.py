@@ -19,16 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from ..chunking import chunk_document
 from ..config import Settings, redact
+from ..faults import crash_point
 from ..manifest import LEGACY_FORMAT, ChunkingConfig, Manifest
 from ..sources.base import ParseContext, ParsedDocument, ParseLimits, QuarantineError
 from ..sources.registry import Detection, detect, get_parser
-from ..storage.database import connection
-from .faults import crash_point
+from ..storage import staging
+from ..storage.scans import scanned_files
 from .progress import Tally
 from .workers import run_bounded
 
@@ -331,32 +330,20 @@ def _read_legacy(job: FileJob) -> list[ParsedDocument]:
 
 def file_jobs(settings: Settings, manifest: Manifest, url: str, key: str) -> list[FileJob]:
     """The partition's files as recorded by its latest scan (so every pod parses the same list)."""
-    schema = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn:
-        rows = conn.execute(sql.SQL(
-            "SELECT source_name, rel_path, doc_type, fmt, refusal FROM {}.partition_files "
-            "WHERE partition_key = %s ORDER BY source_name, rel_path").format(schema), (key,)).fetchall()
-    return [make_job(settings, manifest, *row) for row in rows]
+    return [make_job(settings, manifest, *row) for row in scanned_files(settings, url, key)]
 
 
 def stage_partition(settings: Settings, manifest: Manifest, url: str, key: str, run_id: str,
                     parallel: int = 1, tally: Tally | None = None) -> StageResult:
     """``tally`` counts parsed files across the run's partitions (progress of a long parse)."""
-    schema = sql.Identifier(settings.pipeline_schema)
     start = time.perf_counter()
-    with connection(url) as conn:
-        scan = conn.execute(sql.SQL("SELECT checksum FROM {}.partition_scans WHERE partition_key = %s").format(schema),
-                            (key,)).fetchone()
-        state = conn.execute(sql.SQL("SELECT checksum FROM {}.partition_state WHERE partition_key = %s").format(schema),
-                             (key,)).fetchone()
-        staged = conn.execute(sql.SQL("SELECT checksum FROM {}.staged_partitions WHERE partition_key = %s").format(
-            schema), (key,)).fetchone()
-    if scan is None:
+    sums = staging.checksums(settings, url, key)
+    if sums.scanned is None:
         raise RuntimeError(f"partition {key} has not been scanned: materialize source_manifest first")
-    checksum = scan[0]
-    if state is not None and state[0] == checksum:
+    checksum = sums.scanned
+    if sums.loaded == checksum:
         return StageResult(key, "unchanged", checksum, seconds=time.perf_counter() - start)
-    if staged is not None and staged[0] == checksum:
+    if sums.staged == checksum:
         return StageResult(key, "already-staged", checksum, seconds=time.perf_counter() - start)
 
     jobs = file_jobs(settings, manifest, url, key)
@@ -364,43 +351,30 @@ def stage_partition(settings: Settings, manifest: Manifest, url: str, key: str, 
     if tally is not None:
         tally.add_total(len(jobs))
     scope = manifest.source_names_for(key)
-    with connection(url) as conn:
-        conn.execute(sql.SQL("DELETE FROM {}.staged_chunks WHERE partition_key = %s").format(schema), (key,))
-        conn.execute(sql.SQL("DELETE FROM {}.staged_partitions WHERE partition_key = %s").format(schema), (key,))
-        with conn.cursor().copy(sql.SQL(
-            "COPY {}.staged_chunks (partition_key, id, doc_type, source_name, doc_path, source_file, document_path, "
-            "content, metadata, text_sha, token_count, carried_embedding) FROM STDIN WITH (FORMAT BINARY)"
-        ).format(schema)) as copy:
-            copy.set_types(["text", "uuid", "text", "text", "text", "text", "text", "text", "jsonb", "bytea",
-                            "int4", "vector"])
-            seen: set[tuple[str, str, str]] = set()
-            for fr in parse_files(jobs, parallel):
-                if tally is not None:
-                    tally.advance()
-                if fr.quarantine is None:
-                    dup = next((r for r in fr.rows if (r[1], r[2], r[3]) in seen), None)
-                    if dup is not None:
-                        fr.quarantine = {"path": fr.rel_path, "source_name": fr.source_name, "doc_type": dup[1],
-                                         "stage": "parse", "reason": f"document path {dup[3]!r} already produced by "
-                                         "another file of this partition", "hint": "make document paths unique",
-                                         "format": fr.fmt, "detected_by": fr.detected_by}
-                result.quarantined.extend(fr.partial)
-                if fr.quarantine is not None:
-                    result.quarantined.append(fr.quarantine)
-                    continue
-                crash_point("parse-file")
-                for row in fr.rows:
-                    seen.add((row[1], row[2], row[3]))
-                    scope.add(row[2])
-                    copy.write_row((key, *row[:7], Jsonb(row[7]), *row[8:]))
-                result.documents += fr.documents
-                result.chunks += len(fr.rows)
-        conn.execute(sql.SQL(
-            "INSERT INTO {}.staged_partitions (partition_key, checksum, run_id, files, documents, chunks, quarantine, "
-            "sources) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(schema),
-            (key, checksum, run_id, result.files, result.documents, result.chunks,
-             json.dumps(result.quarantined, ensure_ascii=False), sorted(scope)))
-        crash_point("parse-before-commit")
-        conn.commit()
+    with staging.StagedWriter(settings, url, key) as writer:
+        seen: set[tuple[str, str, str]] = set()
+        for fr in parse_files(jobs, parallel):
+            if tally is not None:
+                tally.advance()
+            if fr.quarantine is None:
+                dup = next((r for r in fr.rows if (r[1], r[2], r[3]) in seen), None)
+                if dup is not None:
+                    fr.quarantine = {"path": fr.rel_path, "source_name": fr.source_name, "doc_type": dup[1],
+                                     "stage": "parse", "reason": f"document path {dup[3]!r} already produced by "
+                                     "another file of this partition", "hint": "make document paths unique",
+                                     "format": fr.fmt, "detected_by": fr.detected_by}
+            result.quarantined.extend(fr.partial)
+            if fr.quarantine is not None:
+                result.quarantined.append(fr.quarantine)
+                continue
+            crash_point("parse-file")
+            for row in fr.rows:
+                seen.add((row[1], row[2], row[3]))
+                scope.add(row[2])
+                writer.write_chunk(row)
+            result.documents += fr.documents
+            result.chunks += len(fr.rows)
+        writer.finish(checksum, run_id, result.files, result.documents, result.chunks, result.quarantined,
+                      sorted(scope))
     result.seconds = time.perf_counter() - start
     return result

@@ -10,11 +10,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from psycopg import sql
-
 from ..config import Settings
 from ..manifest import Manifest
-from ..storage.database import connection
+from ..storage import embedding_cache, ledger
 from .parse import make_job, parse_files
 from .scan import scan
 
@@ -47,60 +45,51 @@ def make_plan(settings: Settings, manifest: Manifest, url: str, keys: list[str],
               tpm: int | None = None) -> Plan:
     start = time.perf_counter()
     plan = Plan(model=settings.model_name)
-    s = sql.Identifier(settings.pipeline_schema)
     scans = scan(settings, manifest, keys)
-    with connection(url) as conn:
-        states = dict(conn.execute(sql.SQL(
-            "SELECT partition_key, checksum FROM {}.partition_state WHERE partition_key = ANY(%s)").format(s),
-            (keys,)).fetchall())
-        for key, sc in scans.items():
-            if key not in states:
-                plan.partitions_new.append(key)
-            elif states[key] != sc.checksum:
-                plan.partitions_changed.append(key)
-            else:
-                plan.partitions_unchanged.append(key)
-                owned = conn.execute(sql.SQL("SELECT count(*) FROM {}.partition_rows WHERE partition_key = %s")
-                                     .format(s), (key,)).fetchone()
-                plan.chunks_unchanged += int(owned[0]) if owned else 0
-        todo = plan.partitions_new + plan.partitions_changed
-        to_embed: dict[bytes, int] = {}  # across partitions: a text shared by two is embedded once
-        for key in todo:
-            jobs = [make_job(settings, manifest, i.source_name, i.rel_path, i.doc_type, i.fmt, i.refusal)
-                    for i, _ in scans[key].items]
-            existing = {(r[0], r[1], r[2]): bytes(r[3]) for r in conn.execute(sql.SQL(
-                "SELECT doc_type, source_name, doc_path, text_sha FROM {}.partition_rows WHERE partition_key = %s")
-                .format(s), (key,))}
-            seen_ids: set[tuple[str, str, str]] = set()
-            for fr in parse_files(jobs, parallel):
-                if fr.quarantine is not None:
-                    plan.quarantined += 1
-                    continue
-                plan.documents += fr.documents
-                for row in fr.rows:
-                    ident = (row[1], row[2], row[3])
-                    seen_ids.add(ident)
-                    text_sha, tokens, carried = row[8], row[9], row[10]
-                    plan.chunks_total += 1
-                    if ident not in existing:
-                        plan.chunks_new += 1
-                    elif existing[ident] != text_sha:
-                        plan.chunks_changed += 1
-                    else:
-                        plan.chunks_unchanged += 1
-                    if carried is None:
-                        to_embed.setdefault(text_sha, tokens)
-            plan.chunks_to_delete += sum(1 for ident in existing if ident not in seen_ids)
-        if to_embed:
-            cached = {bytes(r[0]) for r in conn.execute(sql.SQL(
-                "SELECT text_sha FROM {}.embedding_cache WHERE model = %s AND dims = %s AND text_sha = ANY(%s)")
-                .format(s), (settings.model_name, settings.embedding_dims, list(to_embed)))}
-            for sha, tokens in to_embed.items():
-                if sha in cached:
-                    plan.cache_hits += 1
+    states = ledger.loaded_checksums(settings, url, keys)
+    owned = ledger.owned_row_counts(settings, url, keys)
+    for key, sc in scans.items():
+        if key not in states:
+            plan.partitions_new.append(key)
+        elif states[key] != sc.checksum:
+            plan.partitions_changed.append(key)
+        else:
+            plan.partitions_unchanged.append(key)
+            plan.chunks_unchanged += owned.get(key, 0)
+    todo = plan.partitions_new + plan.partitions_changed
+    to_embed: dict[bytes, int] = {}  # across partitions: a text shared by two is embedded once
+    for key in todo:
+        jobs = [make_job(settings, manifest, i.source_name, i.rel_path, i.doc_type, i.fmt, i.refusal)
+                for i, _ in scans[key].items]
+        existing = ledger.owned_rows(settings, url, key)
+        seen_ids: set[tuple[str, str, str]] = set()
+        for fr in parse_files(jobs, parallel):
+            if fr.quarantine is not None:
+                plan.quarantined += 1
+                continue
+            plan.documents += fr.documents
+            for row in fr.rows:
+                ident = (row[1], row[2], row[3])
+                seen_ids.add(ident)
+                text_sha, tokens, carried = row[8], row[9], row[10]
+                plan.chunks_total += 1
+                if ident not in existing:
+                    plan.chunks_new += 1
+                elif existing[ident] != text_sha:
+                    plan.chunks_changed += 1
                 else:
-                    plan.chunks_to_embed += 1
-                    plan.tokens_to_embed += tokens
+                    plan.chunks_unchanged += 1
+                if carried is None:
+                    to_embed.setdefault(text_sha, tokens)
+        plan.chunks_to_delete += sum(1 for ident in existing if ident not in seen_ids)
+    if to_embed:
+        hits = embedding_cache.cached(settings, url, settings.model_name, settings.embedding_dims, list(to_embed))
+        for sha, tokens in to_embed.items():
+            if sha in hits:
+                plan.cache_hits += 1
+            else:
+                plan.chunks_to_embed += 1
+                plan.tokens_to_embed += tokens
     if settings.embedder != "offline":
         from ..embedding.pricing import estimate_cost
 

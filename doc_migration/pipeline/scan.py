@@ -10,12 +10,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from psycopg import sql
-
 from ..config import Settings
 from ..manifest import Manifest, SourceItem, discover
-from ..storage.database import connection
-from .faults import crash_point
 
 PIPELINE_VERSION = "1"
 
@@ -78,24 +74,3 @@ def scan(settings: Settings, manifest: Manifest, keys: list[str]) -> dict[str, P
         out[key] = PartitionScan(key, partition_checksum(fingerprint, entries), len(items),
                                  sum(i.size for i, _ in items), items)
     return out
-
-
-def record_scans(settings: Settings, url: str, scans: dict[str, PartitionScan], run_id: str) -> None:
-    """Persist the scan so later stages (possibly in other pods) see the same file list."""
-    schema = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn:
-        for key, s in scans.items():
-            conn.execute(sql.SQL("DELETE FROM {}.partition_files WHERE partition_key = %s").format(schema), (key,))
-            with conn.cursor().copy(sql.SQL(
-                "COPY {}.partition_files (partition_key, source_name, rel_path, doc_type, fmt, size_bytes, sha256, "
-                "refusal, run_id) FROM STDIN").format(schema)) as copy:
-                for item, digest in s.items:
-                    copy.write_row((key, item.source_name, item.rel_path, item.doc_type, item.fmt, item.size,
-                                    digest, item.refusal, run_id))
-            conn.execute(sql.SQL(
-                "INSERT INTO {}.partition_scans (partition_key, checksum, files, bytes, run_id) VALUES (%s,%s,%s,%s,%s) "
-                "ON CONFLICT (partition_key) DO UPDATE SET checksum = EXCLUDED.checksum, files = EXCLUDED.files, "
-                "bytes = EXCLUDED.bytes, run_id = EXCLUDED.run_id, scanned_at = now()").format(schema),
-                (key, s.checksum, s.files, s.bytes, run_id))
-        conn.commit()
-        crash_point("scan-after-commit")

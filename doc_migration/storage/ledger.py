@@ -201,6 +201,24 @@ def loaded_partitions(settings: Settings, url: str) -> set[str]:
         return {r[0] for r in conn.execute(sql.SQL("SELECT partition_key FROM {}.partition_state").format(s))}
 
 
+def owned_rows(settings: Settings, url: str, key: str) -> dict[tuple[str, str, str], bytes]:
+    """The rows a partition owns: (doc_type, source_name, doc_path) -> sha256 of the content."""
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        return {(r[0], r[1], r[2]): bytes(r[3]) for r in conn.execute(sql.SQL(
+            "SELECT doc_type, source_name, doc_path, text_sha FROM {}.partition_rows WHERE partition_key = %s")
+            .format(s), (key,))}
+
+
+def owned_row_counts(settings: Settings, url: str, keys: list[str]) -> dict[str, int]:
+    """How many rows each of the partitions owns (absent: none)."""
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        return {r[0]: int(r[1]) for r in conn.execute(sql.SQL(
+            "SELECT partition_key, count(*) FROM {}.partition_rows WHERE partition_key = ANY(%s) GROUP BY 1")
+            .format(s), (keys,))}
+
+
 def run_loaded_partitions(settings: Settings, url: str, run_id: str) -> list[str]:
     """Partitions a run committed a load for (in key order)."""
     s = sql.Identifier(settings.pipeline_schema)

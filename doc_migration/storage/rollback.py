@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from ..config import Settings
-from ..storage.database import connection
-from ..storage.locks import lock_partition_xact
+from .database import connection
+from .locks import lock_partition_xact
 
 
 class RollbackError(Exception):

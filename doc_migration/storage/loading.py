@@ -1,4 +1,4 @@
-"""Stage 4, loaded rows: replace exactly one partition's rows in ``documents``, atomically.
+"""The load transaction (stage 4, loaded rows): replace exactly one partition's rows in ``documents``, atomically.
 
 One transaction per partition holds the row changes, the undo records (what the load replaced),
 the quarantine list, the ledger row and the clean-up of the staging tables: after a crash the
@@ -29,12 +29,12 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ..config import Settings
-from ..embedding.base import Embedder
-from ..storage.database import connection
-from ..storage.locks import lock_partition_xact
-from ..storage.maintenance import mark_reloaded
-from .embed import check_vectors, record_spend
-from .faults import crash_point
+from ..embedding.base import Embedder, check_vectors
+from ..faults import crash_point
+from .database import connection
+from .embedding_cache import record_spend
+from .locks import lock_partition_xact
+from .maintenance import mark_reloaded
 
 UNDO_KEPT_LOADS = 3  # per partition: how many past loads can still be rolled back
 STREAM_BATCH = 128  # rows per embed call and queue item in the streaming write (~2 MB with vectors)
@@ -376,7 +376,7 @@ def load_partition(settings: Settings, url: str, key: str, run_id: str,
             "DELETE FROM {s}.load_undo WHERE load_id IN (SELECT load_id FROM old)").format(s=s),
             (key, UNDO_KEPT_LOADS))
         if computed:
-            record_spend(conn, s, run_id, key, settings.model_name, inputs=computed,
+            record_spend(conn, settings, run_id, key, settings.model_name, inputs=computed,
                          seconds=time.perf_counter() - start)
         mark_reloaded(conn, s, key)
         conn.execute(sql.SQL("DELETE FROM {}.staged_chunks WHERE partition_key = %s").format(s), (key,))
