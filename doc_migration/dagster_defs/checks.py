@@ -14,8 +14,8 @@ from typing import Any
 
 import dagster as dg
 
-from ..storage import check_results, ledger
-from ..validation.checks import check_staged_chunks, check_staged_embeddings, rolled_back_partitions
+from ..storage import audit, check_results, ledger
+from ..validation.checks import check_staged_chunks, check_staged_embeddings
 from ..validation.common import ERROR, timed
 from ..validation.config import ValidationConfig, load_validation_config
 from ..validation.report import run_check
@@ -161,7 +161,7 @@ LOADED_CHECKS = [loaded_rows_check(*row) for row in LOADED_ROWS_CHECKS]
 @dg.asset_check(asset=loaded_rows, name="partition_not_rolled_back", blocking=False,
                 description="Fails (WARN) while a partition stays rolled back; re-materialize it to clear.")
 def partition_not_rolled_back(context: dg.AssetCheckExecutionContext, migration: MigrationResource) -> dg.AssetCheckResult:
-    keys = rolled_back_partitions(migration.settings, migration.url)
+    keys = audit.rolled_back_partitions(migration.settings, migration.url)
     return dg.AssetCheckResult(passed=not keys, severity=dg.AssetCheckSeverity.WARN,
                                metadata={"rolled_back_partitions": dg.MetadataValue.json(keys)})
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from psycopg import sql
-
 from ..config import Settings
 from ..manifest import Manifest, discover
-from ..storage.database import connection
+from ..storage import audit
 from .common import ERROR, WARN, check_result, plural, sha256_file, source_roots
 from .config import BASE_REQUIRED, ValidationConfig
 
@@ -27,36 +25,7 @@ def check_counts(settings: Settings, url: str, keys: list[str], config: Validati
     """Each partition holds exactly the rows and documents its ledger records, and every scanned file is
     either loaded or quarantined: proves nothing was lost or added between the ledger and ``documents``."""
     cfg = config or ValidationConfig()
-    s = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn:
-        rows = conn.execute(sql.SQL(
-            "WITH k AS (SELECT DISTINCT unnest(%s::text[]) AS partition_key), "
-            "own AS (SELECT pr.partition_key, count(*) AS owned, count(d.id) AS present, "
-            "  count(DISTINCT (pr.doc_type, pr.source_name, pr.document_path)) FILTER (WHERE d.id IS NOT NULL) AS docs, "
-            "  count(DISTINCT (pr.source_name, pr.source_file)) FILTER (WHERE d.id IS NOT NULL) AS files "
-            "  FROM {s}.partition_rows pr LEFT JOIN documents d ON d.id = pr.document_id "
-            "  WHERE pr.partition_key = ANY(%s) GROUP BY pr.partition_key), "
-            "f AS (SELECT pf.partition_key, count(*) AS scanned, count(q.rel_path) AS quarantined "
-            "  FROM {s}.partition_files pf LEFT JOIN {s}.quarantine q ON q.partition_key = pf.partition_key "
-            "  AND q.source_name = pf.source_name AND q.rel_path = pf.rel_path "
-            "  WHERE pf.partition_key = ANY(%s) GROUP BY pf.partition_key) "
-            "SELECT k.partition_key, ps.checksum IS NOT NULL, ps.documents, ps.chunks, ps.files, "
-            "  coalesce(own.owned, 0), coalesce(own.present, 0), coalesce(own.docs, 0), coalesce(own.files, 0), "
-            "  sc.checksum IS NOT DISTINCT FROM ps.checksum, coalesce(f.scanned, 0), coalesce(f.quarantined, 0) "
-            "FROM k LEFT JOIN {s}.partition_state ps ON ps.partition_key = k.partition_key "
-            "LEFT JOIN own ON own.partition_key = k.partition_key "
-            "LEFT JOIN {s}.partition_scans sc ON sc.partition_key = k.partition_key "
-            "LEFT JOIN f ON f.partition_key = k.partition_key ORDER BY 1").format(s=s),
-            (keys, keys, keys)).fetchall()
-        missing = conn.execute(sql.SQL(
-            "SELECT partition_key, doc_type, source_name, doc_path, source_file FROM ("
-            "  SELECT pr.*, row_number() OVER (PARTITION BY pr.partition_key ORDER BY pr.doc_path) AS rn "
-            "  FROM {s}.partition_rows pr WHERE pr.partition_key = ANY(%s) "
-            "  AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.id = pr.document_id)) x "
-            "WHERE rn <= %s ORDER BY 1, 4").format(s=s), (keys, MISSING_ROWS_PER_PARTITION)).fetchall()
-        quarantined = conn.execute(sql.SQL(
-            "SELECT partition_key, doc_type, rel_path, stage, reason FROM {}.quarantine "
-            "WHERE partition_key = ANY(%s) ORDER BY partition_key, rel_path").format(s), (keys,)).fetchall()
+    rows, missing, quarantined = audit.ledger_counts(settings, url, keys, MISSING_ROWS_PER_PARTITION)
     missing_by: dict[str, list[dict[str, str]]] = defaultdict(list)
     for m in missing:
         missing_by[m[0]].append({"doc_type": m[1], "source_name": m[2], "doc_path": m[3], "source_file": m[4]})
@@ -115,21 +84,10 @@ def check_checksums(settings: Settings, url: str, keys: list[str],
     """sha256(content) of every row equals the hash recorded when it was loaded: proves no row was
     truncated, re-encoded or edited behind the pipeline's back."""
     cfg = config or ValidationConfig()
-    s = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn:
-        total = conn.execute(sql.SQL(
-            "SELECT count(*) FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
-            "WHERE pr.partition_key = ANY(%s)").format(s=s), (keys,)).fetchone()
-        bad = conn.execute(sql.SQL(
-            "SELECT pr.partition_key, d.doc_type, d.source_name, d.doc_path, pr.source_file, length(d.content), "
-            "  encode(pr.text_sha, 'hex'), encode(sha256(convert_to(d.content, 'UTF8')), 'hex') "
-            "FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
-            "WHERE pr.partition_key = ANY(%s) AND sha256(convert_to(d.content, 'UTF8')) <> pr.text_sha "
-            "ORDER BY 1, 2, 3, 4").format(s=s), (keys,)).fetchall()
+    checked, bad = audit.checksum_mismatches(settings, url, keys)
     findings = [{"partition": b[0], "doc_type": b[1], "source_name": b[2], "doc_path": b[3], "source_file": b[4],
                  "content_chars": b[5], "expected_sha256": b[6], "actual_sha256": b[7]} for b in bad]
     parts = sorted({f["partition"] for f in findings})
-    checked = int(total[0]) if total else 0
     if findings:
         message = (f"{plural(len(findings), 'row')} changed since load (e.g. {findings[0]['doc_type']}/"
                    f"{findings[0]['doc_path']}): run `doc-migrate validate --repair` to reload "
@@ -145,17 +103,8 @@ def check_source_drift(settings: Settings, url: str, keys: list[str], manifest: 
     """Re-hash the migrated source files on disk and compare with the sha256 stored in their rows: proves
     the database still reflects the sources (a WARN: the next ``full`` run picks the changes up)."""
     cfg = config or ValidationConfig()
-    s = sql.Identifier(settings.pipeline_schema)
     roots = source_roots(manifest)
-    with connection(url) as conn:
-        loaded = conn.execute(sql.SQL(
-            "SELECT pr.partition_key, pr.doc_type, pr.source_name, pr.source_file, "
-            "  array_agg(DISTINCT coalesce(d.metadata->>'source_sha256', '')) "
-            "FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
-            "WHERE pr.partition_key = ANY(%s) GROUP BY 1, 2, 3, 4 ORDER BY 1, 3, 4").format(s=s), (keys,)).fetchall()
-        scanned = conn.execute(sql.SQL(
-            "SELECT partition_key, source_name, rel_path FROM {}.partition_files WHERE partition_key = ANY(%s)"
-        ).format(s), (keys,)).fetchall()
+    loaded, scanned = audit.loaded_source_hashes(settings, url, keys)
     findings: list[dict[str, Any]] = []
     hashed = 0
     seen: set[tuple[str, str]] = set()
@@ -194,41 +143,13 @@ def check_source_drift(settings: Settings, url: str, keys: list[str], manifest: 
                         cap=cfg.max_findings, partitions=parts, files_hashed=hashed, new_files=new_files)
 
 
-def column_dims(conn: Any) -> int | None:
-    """The dimension the ``documents.embedding`` column's type pins (``vector(3072)``: pgvector refuses any
-    other on input), or None when the column is untyped ``vector`` and each row must be asked."""
-    row = conn.execute("SELECT a.atttypmod FROM pg_attribute a WHERE a.attrelid = 'documents'::regclass "
-                       "AND a.attname = 'embedding' AND NOT a.attisdropped "
-                       "AND a.atttypid = to_regtype('vector')").fetchone()
-    return int(row[0]) if row and row[0] is not None and int(row[0]) > 0 else None
-
-
 def check_embeddings(settings: Settings, url: str, keys: list[str],
                      config: ValidationConfig | None = None) -> dict[str, Any]:
     """No NULL, wrong-dimension, non-finite or zero vectors among the partitions' rows: every row can be
     found by a vector search (pgvector rejects NaN/Inf on input; the check also holds for altered columns)."""
     cfg = config or ValidationConfig()
-    s = sql.Identifier(settings.pipeline_schema)
     dims = settings.embedding_dims
-    with connection(url) as conn:
-        # Each vector is read (detoasted, 12 KB at 3072 dims) once: the norm is computed once per row in
-        # a subquery the planner may not flatten (OFFSET 0), and its dimension is only read when the
-        # column's type does not already pin it.
-        pinned = column_dims(conn) == dims
-        dims_expr = sql.SQL("%s::int") if pinned else sql.SQL("vector_dims(d.embedding)")
-        bad = conn.execute(sql.SQL(
-            "SELECT partition_key, doc_type, source_name, doc_path, CASE "
-            "  WHEN is_null THEN 'NULL embedding' "
-            "  WHEN dims <> %s THEN 'dimension ' || dims || ', expected ' || %s::text "
-            "  WHEN norm = 'NaN'::float8 OR norm = 'Infinity'::float8 THEN 'non-finite values' "
-            "  WHEN norm = 0 THEN 'zero vector' END AS problem "
-            "FROM (SELECT pr.partition_key, d.doc_type, d.source_name, d.doc_path, d.embedding IS NULL AS is_null, "
-            "  {dims} AS dims, vector_norm(d.embedding) AS norm "
-            "  FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
-            "  WHERE pr.partition_key = ANY(%s) OFFSET 0) v "
-            "WHERE is_null OR dims <> %s OR NOT (norm > 0 AND norm < 'Infinity'::float8) "
-            "ORDER BY 1, 2, 3, 4").format(s=s, dims=dims_expr),
-            (dims, dims, *((dims,) if pinned else ()), keys, dims)).fetchall()
+    bad = audit.vector_problems(settings, url, keys, dims)
     findings = [{"partition": b[0], "doc_type": b[1], "source_name": b[2], "doc_path": b[3], "problem": b[4]}
                 for b in bad]
     parts = sorted({f["partition"] for f in findings})
@@ -244,35 +165,11 @@ def check_embeddings(settings: Settings, url: str, keys: list[str],
     return result
 
 
-def _orphan_rows(settings: Settings, url: str, limit: int | None) -> tuple[int, int, list[tuple[Any, ...]]]:
-    """(orphans, managed orphans, rows); ``managed`` = of a source this pipeline loads (safe to delete)."""
-    s = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn:
-        counts = conn.execute(sql.SQL(
-            "SELECT count(*), count(*) FILTER (WHERE managed) FROM ("
-            "  SELECT EXISTS (SELECT 1 FROM {s}.partition_rows m WHERE m.doc_type = d.doc_type "
-            "    AND m.source_name = d.source_name) OR EXISTS (SELECT 1 FROM document_sources ds "
-            "    WHERE ds.doc_type = d.doc_type AND ds.source_name = d.source_name "
-            "    AND ds.config->>'managed_by' = 'doc_migration') AS managed "
-            "  FROM documents d WHERE NOT EXISTS (SELECT 1 FROM {s}.partition_rows pr WHERE pr.document_id = d.id)) x"
-        ).format(s=s)).fetchone()
-        rows = conn.execute(sql.SQL(
-            "SELECT d.id::text, d.doc_type, d.source_name, d.doc_path, d.created_at, "
-            "  EXISTS (SELECT 1 FROM {s}.partition_rows m WHERE m.doc_type = d.doc_type "
-            "    AND m.source_name = d.source_name) OR EXISTS (SELECT 1 FROM document_sources ds "
-            "    WHERE ds.doc_type = d.doc_type AND ds.source_name = d.source_name "
-            "    AND ds.config->>'managed_by' = 'doc_migration') "
-            "FROM documents d WHERE NOT EXISTS (SELECT 1 FROM {s}.partition_rows pr WHERE pr.document_id = d.id) "
-            "ORDER BY 2, 3, 4 LIMIT %s").format(s=s), (limit,)).fetchall()
-    assert counts is not None
-    return int(counts[0]), int(counts[1]), rows
-
-
 def check_orphans(settings: Settings, url: str, config: ValidationConfig | None = None) -> dict[str, Any]:
     """Rows in documents no partition owns: stale copies the pipeline will never update or delete. Only
     orphans of sources this pipeline manages are repaired; others may be the doc-server's own rows."""
     cfg = config or ValidationConfig()
-    total, managed, rows = _orphan_rows(settings, url, cfg.max_findings)
+    total, managed, rows = audit.orphan_rows(settings, url, cfg.max_findings)
     findings = [{"id": r[0], "doc_type": r[1], "source_name": r[2], "doc_path": r[3], "created_at": r[4].isoformat(),
                  "managed_source": bool(r[5])} for r in rows]
     if total:
@@ -290,23 +187,12 @@ def check_orphans(settings: Settings, url: str, config: ValidationConfig | None 
     return result
 
 
-def rolled_back_partitions(settings: Settings, url: str) -> list[str]:
-    """Partitions whose latest load was rolled back and not loaded again."""
-    s = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn:
-        rows = conn.execute(sql.SQL(
-            "SELECT DISTINCT l.partition_key FROM {s}.loads l WHERE l.status = 'rolled_back' AND NOT EXISTS ("
-            "SELECT 1 FROM {s}.loads l2 WHERE l2.partition_key = l.partition_key AND l2.load_id > l.load_id "
-            "AND l2.status = 'committed') ORDER BY 1").format(s=s)).fetchall()
-    return [r[0] for r in rows]
-
-
 def check_rolled_back(settings: Settings, url: str, keys: list[str],
                       config: ValidationConfig | None = None) -> dict[str, Any]:
     """Partitions left rolled back serve their previous version: a WARN until they are loaded again."""
     cfg = config or ValidationConfig()
     wanted = set(keys)
-    parts = [k for k in rolled_back_partitions(settings, url) if k in wanted]
+    parts = [k for k in audit.rolled_back_partitions(settings, url) if k in wanted]
     findings = [{"partition": k, "problem": "latest load rolled back"} for k in parts]
     message = (f"{plural(len(parts), 'partition')} rolled back ({', '.join(parts[:5])}): run `doc-migrate full "
                f"--partition {parts[0]}` to load the current sources again" if parts
@@ -315,38 +201,16 @@ def check_rolled_back(settings: Settings, url: str, keys: list[str],
                         cap=cfg.max_findings, partitions=[])
 
 
-def _staged_keys(conn: Any, s: sql.Identifier, keys: list[str] | None) -> list[str]:
-    rows = conn.execute(sql.SQL("SELECT partition_key FROM {}.staged_partitions ORDER BY 1").format(s)).fetchall()
-    return [r[0] for r in rows if keys is None or r[0] in set(keys)]
-
-
 def check_staged_chunks(settings: Settings, url: str, keys: list[str] | None = None,
                         config: ValidationConfig | None = None) -> dict[str, Any]:
     """Staged chunks (parsed, not yet loaded) are loadable: non-blank text, 1..max_tokens tokens, the
     metadata every row needs, a text hash that matches: catches a parser or chunker bug before any
     embedding is paid for."""
     cfg = config or ValidationConfig()
-    s = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn:
-        staged = _staged_keys(conn, s, keys)
-        rows = conn.execute(sql.SQL(
-            "SELECT partition_key, doc_type, source_name, doc_path, CASE "
-            "  WHEN btrim(content, E' \\t\\r\\n') = '' THEN 'blank content' "
-            "  WHEN token_count IS NULL OR token_count < 1 OR token_count > %s::int THEN 'token_count ' || "
-            "    coalesce(token_count::text, 'NULL') || ' outside 1..' || %s::text "
-            "  WHEN sha256(convert_to(content, 'UTF8')) <> text_sha THEN 'text_sha does not match content' "
-            "  WHEN NOT (metadata ?& %s::text[]) THEN 'metadata lacks one of ' || array_to_string(%s::text[], ', ') END "
-            "FROM {}.staged_chunks WHERE partition_key = ANY(%s::text[]) AND (btrim(content, E' \\t\\r\\n') = '' "
-            "  OR token_count IS NULL OR token_count < 1 OR token_count > %s::int "
-            "  OR sha256(convert_to(content, 'UTF8')) <> text_sha OR NOT (metadata ?& %s::text[])) ORDER BY 1, 2, 3, 4"
-        ).format(s), (cfg.max_tokens, cfg.max_tokens, list(BASE_FIELDS), list(BASE_FIELDS), staged,
-                      cfg.max_tokens, list(BASE_FIELDS))).fetchall()
-        total = conn.execute(sql.SQL("SELECT count(*) FROM {}.staged_chunks WHERE partition_key = ANY(%s)").format(s),
-                             (staged,)).fetchone()
+    staged, rows, n = audit.staged_chunk_problems(settings, url, keys, cfg.max_tokens, BASE_FIELDS)
     findings = [{"partition": r[0], "doc_type": r[1], "source_name": r[2], "doc_path": r[3], "problem": r[4]}
                 for r in rows]
     parts = sorted({f["partition"] for f in findings})
-    n = int(total[0]) if total else 0
     message = (f"{plural(len(findings), 'staged chunk')} cannot be loaded (e.g. {findings[0]['doc_path']}: "
                f"{findings[0]['problem']}): fix the parser or the file, then re-run the partitions" if findings
                else f"all {plural(n, 'staged chunk')} in {plural(len(staged), 'partition')} loadable")
@@ -360,31 +224,11 @@ def check_staged_embeddings(settings: Settings, url: str, keys: list[str] | None
     non-zero, unit length for unit-vector models: catches a broken embedder before rows are replaced.
     Chunks whose vectors the load computes (offline embedder) are checked after the load instead."""
     cfg = config or ValidationConfig()
-    s = sql.Identifier(settings.pipeline_schema)
     unit = settings.model_name in cfg.unit_norm_models
-    with connection(url) as conn:
-        staged = _staged_keys(conn, s, keys)
-        rows = conn.execute(sql.SQL(
-            "WITH v AS (SELECT st.partition_key, st.doc_type, st.source_name, st.doc_path, "
-            "  coalesce(st.carried_embedding, c.embedding) AS e, st.carried_embedding IS NOT NULL AS carried "
-            "  FROM {s}.staged_chunks st LEFT JOIN {s}.embedding_cache c ON c.model = %s AND c.dims = %s "
-            "  AND c.text_sha = st.text_sha WHERE st.partition_key = ANY(%s)) "
-            "SELECT partition_key, doc_type, source_name, doc_path, CASE "
-            "  WHEN e IS NULL THEN 'no vector (not embedded)' "
-            "  WHEN vector_dims(e) <> %s THEN 'dimension ' || vector_dims(e) "
-            "  WHEN NOT (vector_norm(e) > 0 AND vector_norm(e) < 'Infinity'::float8) THEN 'zero or non-finite vector' "
-            "  ELSE 'norm ' || round(vector_norm(e)::numeric, 6) || ', expected 1' END "
-            "FROM v WHERE (e IS NULL AND NOT %s) OR vector_dims(e) <> %s "
-            "  OR NOT (vector_norm(e) > 0 AND vector_norm(e) < 'Infinity'::float8) "
-            "  OR (%s AND NOT carried AND abs(vector_norm(e) - 1) > %s) ORDER BY 1, 2, 3, 4").format(s=s),
-            (settings.model_name, settings.embedding_dims, staged, settings.embedding_dims, settings.vectors_at_load,
-             settings.embedding_dims, unit, cfg.norm_tolerance)).fetchall()
-        total = conn.execute(sql.SQL("SELECT count(*) FROM {}.staged_chunks WHERE partition_key = ANY(%s)").format(s),
-                             (staged,)).fetchone()
+    staged, rows, n = audit.staged_vector_problems(settings, url, keys, unit, cfg.norm_tolerance)
     findings = [{"partition": r[0], "doc_type": r[1], "source_name": r[2], "doc_path": r[3], "problem": r[4]}
                 for r in rows]
     parts = sorted({f["partition"] for f in findings})
-    n = int(total[0]) if total else 0
     message = (f"no usable vector for {plural(len(findings), 'staged chunk')} (e.g. {findings[0]['doc_path']}: "
                f"{findings[0]['problem']}): check the embedder ({settings.model_name}) and re-run the partitions"
                if findings else f"well-formed {settings.embedding_dims}-dim vectors for all {plural(n, 'staged chunk')}")

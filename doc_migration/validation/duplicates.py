@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from psycopg import sql
 
 from ..config import Settings
-from ..storage.database import connection
+from ..storage import audit
 from .common import WARN, check_result, plural
 from .config import DuplicateConfig, ValidationConfig
 
@@ -248,23 +247,16 @@ def near_pairs(fps: list[int], bits: int) -> list[tuple[int, int, int]]:
 
 def _load(settings: Settings, url: str, keys: list[str]) -> Iterator[list[tuple[Member, str]]]:
     """The partitions' rows in batches: memory stays at one batch of content whatever the corpus size."""
-    s = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn, conn.cursor(name="doc_migration_duplicates") as cur:
-        cur.execute(sql.SQL(
-            "SELECT d.id::text, pr.partition_key, d.doc_type, d.source_name, d.doc_path, pr.source_file, d.content, "
-            "  d.metadata->'aliases' FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
-            "WHERE pr.partition_key = ANY(%s) ORDER BY d.doc_type, d.source_name, d.doc_path").format(s=s),
-            (keys,))
-        while rows := cur.fetchmany(LOAD_BATCH):
-            out: list[tuple[Member, str]] = []
-            for rid, key, doc_type, source_name, doc_path, source_file, content, aliases in rows:
-                alias_refs: tuple[tuple[str, str], ...] = ()
-                if isinstance(aliases, list):
-                    alias_refs = tuple((str(a.get("source_name")), str(a.get("doc_path"))) for a in aliases
-                                       if isinstance(a, dict))
-                sha = hashlib.sha256(content.encode("utf-8")).hexdigest()
-                out.append((Member(rid, key, doc_type, source_name, doc_path, source_file, sha, alias_refs), content))
-            yield out
+    for rows in audit.owned_contents(settings, url, keys, LOAD_BATCH):
+        out: list[tuple[Member, str]] = []
+        for rid, key, doc_type, source_name, doc_path, source_file, content, aliases in rows:
+            alias_refs: tuple[tuple[str, str], ...] = ()
+            if isinstance(aliases, list):
+                alias_refs = tuple((str(a.get("source_name")), str(a.get("doc_path"))) for a in aliases
+                                   if isinstance(a, dict))
+            sha = hashlib.sha256(content.encode("utf-8")).hexdigest()
+            out.append((Member(rid, key, doc_type, source_name, doc_path, source_file, sha, alias_refs), content))
+        yield out
 
 
 def find_groups(settings: Settings, url: str, keys: list[str], cfg: DuplicateConfig) -> tuple[list[Group], int]:

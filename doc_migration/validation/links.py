@@ -24,11 +24,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from psycopg import sql
-
 from ..config import Settings
 from ..manifest import Manifest
-from ..storage.database import connection
+from ..storage import audit
 from .common import WARN, check_result, norm_path, plural, source_roots
 from .config import ValidationConfig
 
@@ -196,20 +194,8 @@ def check_links(settings: Settings, url: str, keys: list[str], manifest: Manifes
     if not cfg.links_enabled:
         return check_result("links", passed=True, severity=WARN, findings=[], cap=cfg.max_findings,
                             message="link checking disabled (validation.links.enabled: false)")
-    s = sql.Identifier(settings.pipeline_schema)
     roots = source_roots(manifest)
-    with connection(url) as conn:
-        docs = conn.execute(sql.SQL(
-            "SELECT DISTINCT ON (pr.source_name, pr.source_file) pr.partition_key, pr.doc_type, pr.source_name, "
-            "  pr.source_file, d.metadata->>'format', d.metadata->>'module_path' "
-            "FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
-            "ORDER BY pr.source_name, pr.source_file").format(s=s)).fetchall()
-        refs = conn.execute(sql.SQL(
-            "SELECT pr.partition_key, pr.doc_type, pr.source_name, pr.source_file, d.metadata->'unresolved_refs' "
-            "FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
-            "WHERE pr.partition_key = ANY(%s) AND d.metadata ? 'unresolved_refs'").format(s=s), (keys,)).fetchall()
-        quarantined = conn.execute(sql.SQL(
-            "SELECT source_name, doc_type, rel_path, stage, reason FROM {}.quarantine").format(s)).fetchall()
+    docs, refs, quarantined = audit.link_facts(settings, url, keys)
 
     migrated: set[str] = set()  # absolute, normalised paths of migrated source files
     records: dict[str, set[str]] = {}  # export source_name -> normalised module paths

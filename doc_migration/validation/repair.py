@@ -28,13 +28,12 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ..config import Settings
 from ..storage.database import connection
 from ..storage.locks import lock_partition_xact
-from ..storage.maintenance import record_reset, recount_partition_state
+from ..storage.maintenance import delete_orphans, drop_rows, reset_partition
 from .common import doc_type_of
 from .config import DuplicateConfig, ValidationConfig, load_validation_config
 from .duplicates import Group, find_groups
@@ -100,49 +99,6 @@ def plan_repair(report: dict[str, Any]) -> RepairPlan:
     return plan
 
 
-def reset_partition(settings: Settings, url: str, key: str, purge_ids: list[str], reason: str = "",
-                    requested_by: str = "") -> dict[str, int]:
-    """Delete one partition's rows, ownership, staging and state in one transaction (``full`` reloads it);
-    the same transaction records that the partition awaits its reload (``maintenance``), so a repair that
-    dies before reloading leaves the ledger saying what is left to do."""
-    s = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn:
-        lock_partition_xact(conn, key)
-        # Cached vectors that are broken, or that belong to rows retrieval found misplaced, are re-embedded.
-        purged = conn.execute(sql.SQL(
-            "DELETE FROM {s}.embedding_cache c USING {s}.partition_rows pr WHERE pr.partition_key = %s "
-            "AND c.model = %s AND c.dims = %s AND c.text_sha = pr.text_sha "
-            "AND (pr.document_id::text = ANY(%s) OR vector_dims(c.embedding) <> %s "
-            "  OR NOT (vector_norm(c.embedding) > 0 AND vector_norm(c.embedding) < 'Infinity'::float8))"
-        ).format(s=s), (key, settings.model_name, settings.embedding_dims, purge_ids,
-                        settings.embedding_dims)).rowcount
-        deleted = conn.execute(sql.SQL(
-            "DELETE FROM documents d USING {s}.partition_rows pr WHERE pr.partition_key = %s "
-            "AND d.id = pr.document_id").format(s=s), (key,)).rowcount
-        owned = conn.execute(sql.SQL("DELETE FROM {}.partition_rows WHERE partition_key = %s").format(s),
-                             (key,)).rowcount
-        conn.execute(sql.SQL("DELETE FROM {}.staged_chunks WHERE partition_key = %s").format(s), (key,))
-        conn.execute(sql.SQL("DELETE FROM {}.staged_partitions WHERE partition_key = %s").format(s), (key,))
-        conn.execute(sql.SQL("DELETE FROM {}.partition_state WHERE partition_key = %s").format(s), (key,))
-        record_reset(conn, s, key, deleted, reason, requested_by)
-        conn.commit()
-    return {"rows_deleted": deleted, "ownership_deleted": owned, "cache_purged": purged}
-
-
-def delete_orphans(settings: Settings, url: str) -> int:
-    """Delete rows no partition owns, but only of sources this pipeline manages (never the doc-server's)."""
-    s = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn:
-        n = conn.execute(sql.SQL(
-            "DELETE FROM documents d WHERE NOT EXISTS (SELECT 1 FROM {s}.partition_rows pr WHERE pr.document_id = d.id) "
-            "AND (EXISTS (SELECT 1 FROM {s}.partition_rows m WHERE m.doc_type = d.doc_type "
-            "  AND m.source_name = d.source_name) OR EXISTS (SELECT 1 FROM document_sources ds "
-            "  WHERE ds.doc_type = d.doc_type AND ds.source_name = d.source_name "
-            "  AND ds.config->>'managed_by' = 'doc_migration'))").format(s=s)).rowcount
-        conn.commit()
-    return int(n)
-
-
 def _record_aliases(settings: Settings, url: str, groups: list[Group]) -> int:
     """``canonical``: list the copies in the canonical row's metadata (rows stay; searches can fold them)."""
     by_part: dict[str, list[Group]] = defaultdict(list)
@@ -167,36 +123,11 @@ def _record_aliases(settings: Settings, url: str, groups: list[Group]) -> int:
 def _drop_copies(settings: Settings, url: str, groups: list[Group], run_id: str) -> tuple[int, int]:
     """``drop``: delete non-canonical rows and their ownership, keep the ledger consistent, and record a
     file whose every row was dropped as quarantined (stage ``validate``) so counts still add up."""
-    s = sql.Identifier(settings.pipeline_schema)
     by_part: dict[str, dict[str, tuple[str, str, str, str]]] = defaultdict(dict)
     for g in groups:
         for m in g.others:
             by_part[m.partition][m.id] = (m.source_name, m.source_file, m.doc_type, g.canonical.source_file)
-    rows = files = 0
-    for key, victims in sorted(by_part.items()):
-        ids = list(victims)
-        with connection(url) as conn:
-            lock_partition_xact(conn, key)
-            rows += conn.execute(sql.SQL(
-                "DELETE FROM documents d USING {s}.partition_rows pr WHERE pr.partition_key = %s "
-                "AND pr.document_id = d.id AND d.id::text = ANY(%s)").format(s=s), (key, ids)).rowcount
-            conn.execute(sql.SQL("DELETE FROM {}.partition_rows WHERE partition_key = %s AND document_id::text = ANY(%s)"
-                                 ).format(s), (key, ids))
-            for source_name, source_file, doc_type, canonical_file in sorted(set(victims.values())):
-                left = conn.execute(sql.SQL(
-                    "SELECT 1 FROM {}.partition_rows WHERE partition_key = %s AND source_name = %s "
-                    "AND source_file = %s LIMIT 1").format(s), (key, source_name, source_file)).fetchone()
-                if left is None:
-                    files += conn.execute(sql.SQL(
-                        "INSERT INTO {}.quarantine (partition_key, source_name, rel_path, doc_type, stage, reason, hint, "
-                        "run_id) VALUES (%s,%s,%s,%s,'validate',%s,%s,%s) ON CONFLICT DO NOTHING").format(s),
-                        (key, source_name, source_file, doc_type,
-                         f"duplicate of {canonical_file}: rows dropped by validate --repair (strategy drop)",
-                         "remove the copy from the sources, or set validation.duplicates.strategy: keep_all",
-                         run_id)).rowcount
-            recount_partition_state(conn, s, key)
-            conn.commit()
-    return rows, files
+    return drop_rows(settings, url, by_part, run_id)
 
 
 def apply_repair(settings: Settings, url: str, plan: RepairPlan, config: ValidationConfig | None = None,

@@ -15,13 +15,10 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg import sql
-
 from ..config import ConfigError, Settings
 from ..embedding.base import Embedder
 from ..manifest import Manifest, load_manifest
-from ..storage import ledger
-from ..storage.database import connection
+from ..storage import audit, ledger
 from .checks import (
     check_checksums,
     check_counts,
@@ -29,7 +26,6 @@ from .checks import (
     check_orphans,
     check_rolled_back,
     check_source_drift,
-    rolled_back_partitions,
 )
 from .common import ERROR, WARN, doc_type_of, timed
 from .config import ValidationConfig, load_validation_config
@@ -39,7 +35,7 @@ from .retrieval import check_retrieval
 from .schemas import check_schema
 
 __all__ = ["ALL_CHECKS", "build_report", "check_counts", "check_embeddings", "check_orphans", "reuse_stamp",
-           "run_check", "rolled_back_partitions"]
+           "run_check"]
 
 # name -> severity when failing (orphans: from the config)
 ALL_CHECKS: dict[str, str] = {
@@ -104,21 +100,7 @@ def run_check(name: str, settings: Settings, url: str, keys: list[str], *, confi
 
 def _per_doc_type(settings: Settings, url: str, keys: list[str], checks: dict[str, dict[str, Any]]
                   ) -> list[dict[str, Any]]:
-    s = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn:
-        rows = conn.execute(sql.SQL(
-            "SELECT pr.doc_type, count(d.id), "
-            "  count(DISTINCT (pr.source_name, pr.document_path)) FILTER (WHERE d.id IS NOT NULL), "
-            "  count(DISTINCT (pr.source_name, pr.source_file)) FILTER (WHERE d.id IS NOT NULL), "
-            "  coalesce(sum(d.token_count), 0) "
-            "FROM {s}.partition_rows pr LEFT JOIN documents d ON d.id = pr.document_id "
-            "WHERE pr.partition_key = ANY(%s) GROUP BY 1").format(s=s), (keys,)).fetchall()
-        quarantined = dict(conn.execute(sql.SQL(
-            "SELECT doc_type, count(*) FROM {}.quarantine WHERE partition_key = ANY(%s) GROUP BY 1").format(s),
-            (keys,)).fetchall())
-        loaded = dict(conn.execute(sql.SQL(
-            "SELECT split_part(partition_key, '-', 1), count(*) FROM {}.partition_state "
-            "WHERE partition_key = ANY(%s) GROUP BY 1").format(s), (keys,)).fetchall())
+    rows, quarantined, loaded = audit.per_doc_type(settings, url, keys)
     stats = {r[0]: r[1:] for r in rows}
     out = []
     for doc_type in sorted({doc_type_of(k) for k in keys}):
@@ -139,15 +121,7 @@ def _per_doc_type(settings: Settings, url: str, keys: list[str], checks: dict[st
 
 def _throughput(settings: Settings, url: str, keys: list[str], limit: int = 20) -> dict[str, Any]:
     """Rows written per second per run, from the ledger's loads (newest runs first)."""
-    s = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn:
-        runs = conn.execute(sql.SQL(
-            "SELECT run_id, count(*), sum(rows_inserted + rows_updated + rows_deleted), sum(chunks), "
-            "  sum(documents_written), min(started_at), max(committed_at), "
-            "  extract(epoch FROM max(committed_at) - min(started_at)), "
-            "  count(*) FILTER (WHERE status = 'rolled_back') "
-            "FROM {}.loads WHERE partition_key = ANY(%s) AND status <> 'loading' "
-            "GROUP BY run_id ORDER BY min(started_at) DESC LIMIT %s").format(s), (keys, limit)).fetchall()
+    runs = audit.run_throughput(settings, url, keys, limit)
     out = []
     for run_id, partitions, written, chunks, docs, started, committed, seconds, rolled in runs:
         secs = max(float(seconds or 0.0), 1e-3)

@@ -29,6 +29,7 @@ from psycopg.pq import Format
 from ..config import Settings
 from ..embedding.base import Embedder
 from ..embedding.factory import make_embedder
+from ..storage import audit
 from ..storage.database import connection
 from .common import ERROR, check_result, plural
 from .config import ValidationConfig
@@ -52,29 +53,10 @@ def check_retrieval(settings: Settings, url: str, keys: list[str], config: Valid
                     embedder: Embedder | None = None) -> dict[str, Any]:
     """recall@1 of sampled chunks querying with their own freshly embedded text (ERROR below threshold)."""
     cfg = config or ValidationConfig()
-    s = sql.Identifier(settings.pipeline_schema)
     model = settings.model_name
     k = cfg.retrieval_top_k
-    with connection(url) as conn:
-        sample = conn.execute(sql.SQL(
-            # Sampled by id alone; content is read (and hashed) for the sampled rows only.
-            "SELECT x.partition_key, d.id::text, d.doc_type, d.doc_path, d.content, md5(d.content) FROM ("
-            "  SELECT pr.partition_key, pr.document_id, "
-            "    row_number() OVER (PARTITION BY pr.partition_key ORDER BY md5(pr.document_id::text || %s)) AS rn "
-            "  FROM {s}.partition_rows pr JOIN documents d0 ON d0.id = pr.document_id "
-            "  WHERE pr.partition_key = ANY(%s) AND d0.metadata->>'embedding_model' = %s "
-            "    AND pr.embed_key <> 'carried') x JOIN documents d ON d.id = x.document_id "
-            "WHERE x.rn <= %s ORDER BY x.partition_key, d.doc_path").format(s=s),
-            (f"{cfg.seed}:retrieval", keys, model, cfg.retrieval_per_partition)).fetchall()
-        skipped = conn.execute(sql.SQL(
-            "SELECT count(*) FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
-            "WHERE pr.partition_key = ANY(%s) AND (d.metadata->>'embedding_model' IS DISTINCT FROM %s "
-            "  OR pr.embed_key = 'carried')").format(s=s),
-            (keys, model)).fetchone()
-        index_exists = conn.execute(
-            "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'documents_embedding_hnsw'"
-        ).fetchone() is not None
-        rows = 0 if index_exists else int(conn.execute("SELECT count(*) FROM documents").fetchone()[0])  # type: ignore[index]
+    sample, skipped, index_exists, rows = audit.retrieval_sample(settings, url, keys, cfg.seed, model,
+                                                              cfg.retrieval_per_partition)
     total = len(sample)
     if not index_exists:
         sample = [sample[i] for i in _thin(len(sample), rows)]

@@ -20,8 +20,7 @@ import pandera.pandas as pa
 from psycopg import sql
 
 from ..config import Settings
-from ..storage.database import connection
-from .checks import column_dims
+from ..storage import audit
 from .common import ERROR, check_result, doc_type_of, plural, short
 from .config import ValidationConfig
 
@@ -94,29 +93,12 @@ def sample_rows(settings: Settings, url: str, keys: list[str], cfg: ValidationCo
     """Up to ``sample_per_partition`` rows per partition, the same ones on every run (seeded md5 order).
     Of the metadata only the fields some doc type requires are fetched (decoding it all cost more than
     the schema validation itself)."""
-    s = sql.Identifier(settings.pipeline_schema)
     fields = sorted({name for doc_type in {doc_type_of(k) for k in keys} for name in cfg.required_for(doc_type)})
     # A missing field and a JSON null both read as None: the same failure. 100 arguments at most.
     meta = (sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
         sql.SQL("{}, d.metadata -> {}").format(sql.Literal(f), sql.Literal(f)) for f in fields))
         if len(fields) <= 50 else sql.SQL("d.metadata"))
-    with connection(url) as conn:
-        # The sample is chosen from ids alone; content and the vector (12 KB) are read for sampled rows
-        # only, and the vector once (its dimension comes from the column type when that pins it).
-        # ``content_chars`` is only compared with 0: octet_length reads the stored size, no decompression.
-        pinned = column_dims(conn)
-        dims = (sql.SQL("CASE WHEN d.embedding IS NULL THEN NULL ELSE {}::int END").format(sql.Literal(pinned))
-                if pinned is not None else sql.SQL("vector_dims(d.embedding)"))
-        return conn.execute(sql.SQL(
-            "SELECT x.partition_key, d.id::text, d.doc_type, d.source_name, d.doc_path, octet_length(d.content), "
-            "  btrim(d.content, E' \\t\\r\\n') <> '', d.token_count, {dims}, vector_norm(d.embedding), {meta}, "
-            "  x.source_file FROM ("
-            "  SELECT pr.partition_key, pr.document_id, pr.source_file, row_number() OVER (PARTITION BY pr.partition_key "
-            "      ORDER BY md5(pr.document_id::text || %s)) AS rn "
-            "  FROM {s}.partition_rows pr JOIN documents d0 ON d0.id = pr.document_id "
-            "  WHERE pr.partition_key = ANY(%s)) x JOIN documents d ON d.id = x.document_id "
-            "WHERE x.rn <= %s ORDER BY x.partition_key, d.doc_path"
-        ).format(s=s, dims=dims, meta=meta), (str(cfg.seed), keys, cfg.sample_per_partition)).fetchall()
+    return audit.schema_sample(settings, url, keys, str(cfg.seed), cfg.sample_per_partition, meta)
 
 
 def frame(rows: list[tuple[Any, ...]], required: dict[str, str]) -> pd.DataFrame:
