@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, default=8, help="shards of the generated manifests (default 8)")
     p.add_argument("--home", type=Path, default=None,
                    help="bench home: corpus cache, runs, logs, results (default $DOC_MIGRATION_BENCH_HOME or "
-                        "./.benchmarks)")
+                        "./.doc_migration/bench)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="report to write")
     p.add_argument("--no-report", action="store_true", help="only print the results JSON")
     p.add_argument("--keep", action="store_true", help="keep the benchmark databases")

@@ -368,9 +368,9 @@ def write_markdown(results: dict[str, Any], path: Path, svg_name: str) -> None:
             "python -m benchmarks --size-mb 20 --scenarios first,rerun,changed,copy   # quick look",
             "DATABASE_URL=postgresql://... python -m benchmarks   # another server (databases are created)",
             "```", "",
-            "The corpus is generated once per seed and size under `.benchmarks/corpus/` and reused; "
+            "The corpus is generated once per seed and size under `.doc_migration/bench/corpus/` and reused; "
             "every scenario runs `doc-migrate ... full --json` in a subprocess against a fresh database; "
-            "raw results are in `.benchmarks/results/latest.json`, logs in `.benchmarks/logs/`.", ""]
+            "raw results are in `.doc_migration/bench/results/latest.json`, logs in `.doc_migration/bench/logs/`.", ""]
     fmt_rows = sorted((corpus.get("by_format") or {}).items(), key=lambda kv: -kv[1]["bytes"])
     out += ["## Corpus", "",
             f"Seed {cfg.get('seed')}, {corpus.get('bytes', 0) / MB:.1f} MB in {corpus.get('files', 0):,} files over "
