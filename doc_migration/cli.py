@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, Settings, redact
+from .config import ConfigError, Settings
+from .redaction import redact
 from .faults import crash_point
 from .manifest import Manifest, load_manifest, split_partition_key
 

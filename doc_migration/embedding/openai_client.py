@@ -41,6 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import openai
 
+from ..redaction import display_url
 from ..tokens import count_tokens
 from .base import EmbeddingError, EmbedStats
 from .batching import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_INPUT, MAX_TOKENS_PER_REQUEST, plan_batches
@@ -174,19 +175,6 @@ class _Decoded:
 def _preview(text: str, limit: int = PREVIEW_CHARS) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _redact_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        parts = parts._replace(netloc=host)
-    return urlunsplit(parts._replace(query=""))
 
 
 # ------------------------------------------------------------------------------------------
@@ -442,11 +430,11 @@ class OpenAIEmbedder:
                     assert decoded.vectors is not None
                     if fmt == "base64" and decoded.as_lists and self.encoding_format == "base64":
                         log.info("%s answers float lists to encoding_format=base64; asking float from now on",
-                                 _redact_url(self.base_url))
+                                 display_url(self.base_url))
                         self.encoding_format = "float"
                     elif fmt == "float" and self.encoding_format == "base64":
                         log.warning("base64 embeddings from %s decode to garbage; falling back to float",
-                                    _redact_url(self.base_url))
+                                    display_url(self.base_url))
                         self.encoding_format = "float"
                     if not probe:
                         with self._stats_lock:
@@ -460,7 +448,7 @@ class OpenAIEmbedder:
                     dims_strikes += 1
                     if dims_strikes >= 2:
                         raise OpenAIEmbeddingError(
-                            f"{self.model} at {_redact_url(self.base_url)} returns vectors of the wrong size "
+                            f"{self.model} at {display_url(self.base_url)} returns vectors of the wrong size "
                             f"({decoded.detail}); set dims to the model's size"
                             + ("" if self.send_dimensions else " or enable send_dimensions"))
                 else:
@@ -533,7 +521,7 @@ class OpenAIEmbedder:
             hint = {
                 401: "check the API key (api_key / OPENAI_API_KEY)",
                 403: f"this key/organization/project may not use {self.model!r}",
-                404: f"check the model name {self.model!r} and the base URL {_redact_url(self.base_url)}",
+                404: f"check the model name {self.model!r} and the base URL {display_url(self.base_url)}",
             }.get(status, "not retried")
             raise OpenAIEmbeddingError(
                 f"{what} (HTTP {status}, type={etype}, code={code}): {hint}", status_code=status, code=code,
@@ -541,7 +529,7 @@ class OpenAIEmbedder:
         except openai.APITimeoutError:
             raise _Retry(f"timeout after {self.timeout:g}s") from None
         except openai.APIConnectionError:
-            raise _Retry(f"connection error to {_redact_url(self.base_url)}") from None
+            raise _Retry(f"connection error to {display_url(self.base_url)}") from None
         finally:
             limiter.release(reservation, consumed=consumed)
 

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from ..chunking import chunk_document
-from ..config import Settings, redact
+from ..config import Settings
+from ..redaction import redact
 from ..faults import crash_point
 from ..manifest import LEGACY_FORMAT, ChunkingConfig, Manifest
 from ..sources.base import ParseContext, ParsedDocument, ParseLimits, QuarantineError

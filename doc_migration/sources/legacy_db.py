@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote
 import psycopg
 from psycopg import sql
 
+from ..redaction import conninfo_passwords, known_secrets, redact
 from .base import Block, ParsedDocument
 
 TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -37,28 +38,9 @@ def redact_url(url: str) -> str:
     return _scrub(url, url)
 
 
-def _passwords(url: str) -> list[str]:
-    """Every spelling of the password that could appear in a message (raw and URL-encoded)."""
-    found: list[str] = []
-    m = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@?#]*?:([^@/?#]*)@", url)
-    if m and m.group(1):
-        found += [m.group(1), unquote(m.group(1))]
-    for key_value in re.finditer(r"(?:^|[\s&?])password=('(?:[^'\\]|\\.)*'|[^\s&]+)", url):
-        raw = key_value.group(1)
-        found += [raw, raw.strip("'"), unquote(raw)]
-    try:
-        pw = psycopg.conninfo.conninfo_to_dict(url).get("password")
-    except psycopg.Error:
-        pw = None
-    if pw:
-        found += [str(pw), quote(str(pw), safe="")]
-    return sorted({p for p in found if p}, key=len, reverse=True)
-
-
 def _scrub(message: str, url: str) -> str:
-    for pw in _passwords(url):
-        message = message.replace(pw, "***")
-    return message
+    """``message`` without any spelling of the legacy URL's password (nor any other known secret)."""
+    return redact(message, conninfo_passwords(url) + known_secrets())
 
 
 def _fail(action: str, url: str, exc: BaseException) -> LegacyDatabaseError:

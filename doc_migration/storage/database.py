@@ -23,7 +23,8 @@ from pgvector.psycopg.vector import register_vector_info
 from psycopg import sql
 from psycopg.types import TypeInfo
 
-from ..config import ConfigError, Settings, redact
+from ..config import ConfigError, Settings
+from ..redaction import redact
 from .embedded_pg import embedded_database_url
 
 EMBEDDED_DBNAME = "doc_server"
