@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, Settings
-from .redaction import redact
 from .faults import crash_point
 from .manifest import Manifest, load_manifest, split_partition_key
+from .redaction import redact
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_VALIDATION, EXIT_BUSY, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = (
     0, 1, 2, 3, 4, 5, 130)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .redaction import redact_url
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_MANIFEST = PACKAGE_DIR / "sample_corpus" / "sources.yaml"
 IDENTIFIER_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

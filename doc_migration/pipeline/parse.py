@@ -22,9 +22,9 @@ import numpy as np
 
 from ..chunking import chunk_document
 from ..config import Settings
-from ..redaction import redact
 from ..faults import crash_point
 from ..manifest import LEGACY_FORMAT, ChunkingConfig, Manifest
+from ..redaction import redact
 from ..sources.base import ParseContext, ParsedDocument, ParseLimits, QuarantineError
 from ..sources.registry import Detection, detect, get_parser
 from ..storage import staging

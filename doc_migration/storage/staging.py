@@ -16,8 +16,8 @@ from ..config import Settings
 from ..faults import crash_point
 from .database import connect, connection
 
-CHUNK_COLUMNS = ("id", "doc_type", "source_name", "doc_path", "source_file", "document_path", "content", "metadata",
-                 "text_sha", "token_count", "carried_embedding")
+# A staged row, as the parse stage writes it: (id, doc_type, source_name, doc_path, source_file,
+# document_path, content, metadata, text_sha, token_count, carried_embedding).
 _COPY_TYPES = ["text", "uuid", "text", "text", "text", "text", "text", "text", "jsonb", "bytea", "int4", "vector"]
 
 
@@ -62,14 +62,15 @@ class StagedWriter:
         self._conn.execute(sql.SQL("DELETE FROM {}.staged_partitions WHERE partition_key = %s").format(s),
                            (self._key,))
         self._copy_cm = self._conn.cursor().copy(sql.SQL(
-            "COPY {}.staged_chunks (partition_key, " + ", ".join(CHUNK_COLUMNS) + ") FROM STDIN WITH (FORMAT BINARY)"
+            "COPY {}.staged_chunks (partition_key, id, doc_type, source_name, doc_path, source_file, document_path, "
+            "content, metadata, text_sha, token_count, carried_embedding) FROM STDIN WITH (FORMAT BINARY)"
         ).format(s))
         self._copy = self._copy_cm.__enter__()
         self._copy.set_types(_COPY_TYPES)
         return self
 
     def write_chunk(self, row: tuple[Any, ...]) -> None:
-        """``row`` holds CHUNK_COLUMNS in order (metadata a dict)."""
+        """``row``: the columns above, in order (metadata a dict)."""
         self._copy.write_row((self._key, *row[:7], Jsonb(row[7]), *row[8:]))
 
     def finish(self, checksum: str, run_id: str, files: int, documents: int, chunks: int,

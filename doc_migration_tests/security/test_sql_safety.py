@@ -30,8 +30,6 @@ REVIEWED: dict[tuple[str, str, str], str] = {
         "maintenance_work_mem is checked against ^\\d+(MB|GB|kB)$ just above; SET takes no parameters",
     ("storage/database.py", "ensure_vector_index", "CREATE INDEX IF NOT EXISTS documents_embedding_hnsw"):
         "opclass is one of two constants and expr embeds int(dims): no input reaches the text",
-    ("bench/runner.py", "copy_baseline", "conn.execute(sql.SQL(ddl).format(sql.Identifier(table)))"):
-        "benchmark-only DDL; the only interpolated value is int(dims)",
 }
 
 
