@@ -177,41 +177,15 @@ def _foreign(settings: Settings, manifest: Manifest, url: str) -> list[Any]:
                         str(settings.sources_path))
 
 
-def cmd_full(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    settings, manifest = _settings(args)
-    keys = _select(manifest, args.partition, args.doc_type)
-    if not keys:
-        raise ConfigError("no partitions selected")
-    if args.dry_run:
-        return cmd_plan(args)
-    from .embedding.factory import require_embedder_config
-
-    require_embedder_config(settings)  # a missing API key fails here, before any scan or parse
-    display = _display(args)
-    display.start(f"doc-migrate full: {len(keys)} partition(s) of {settings.sources_path}; "
-                  "starting the database and Dagster…")
-    _quiet_dagster()
+def _run_migrate_job(args: argparse.Namespace, settings: Settings, manifest: Manifest, migration: Any,
+                     run_keys: list[str], display: Any, lock_conn: Any) -> RunOutcome:
+    """The ``migrate`` job in-process, one run per contiguous range of ``run_keys``; closes the display
+    and releases the run locks when done. Raises what a run raised, or KeyboardInterrupt on a stop."""
     from .dagster_defs.checks import CHECKS
-    from .dagster_defs.resources import MigrationResource
     from .dagster_defs.tags import range_tags
     from .definitions import defs
     from .pipeline import interrupt, progress
-    from .storage import ledger
-    from .storage.locks import acquire_run_locks
-    from .storage.maintenance import describe_foreign, pending_reloads
 
-    migration = MigrationResource(sources=str(settings.sources_path), parallel=args.parallel)
-    url = migration.url  # connect and migrate before starting runs: bad config fails fast
-    found = _foreign(settings, manifest, url)
-    if found:
-        raise ForeignRowsFound(describe_foreign(found, _prune_command(args)))
-    lock_conn = acquire_run_locks(url, keys)
-    pending = [p["partition"] for p in pending_reloads(settings, url) if p["partition"] in keys]
-    if pending:
-        display.write_line(f"doc-migrate full: reloading {len(pending)} partition(s) that `doc-migrate validate "
-                           f"--repair` reset and did not reload: {', '.join(pending[:10])}")
-    run_keys = keys if args.all_partitions else _changed_span(settings, manifest, url, keys)
     instance = _dagster_instance(settings)
     job = defs.resolve_job_def("migrate")
     check_steps = {f"{spec.asset_key.to_python_identifier()}_{spec.name}" for c in CHECKS for spec in c.check_specs}
@@ -253,6 +227,65 @@ def cmd_full(args: argparse.Namespace) -> int:
         raise outcome.error
     if interrupt.stop_requested():
         raise KeyboardInterrupt()
+    return outcome
+
+
+def _print_full_outcome(summary: dict[str, Any], outcome: RunOutcome, failed_checks: list[dict[str, str]],
+                        run_part: str) -> str:
+    """What went wrong, one line each on stderr; returns the one-line human summary."""
+    human = (
+        f"doc-migrate full: {run_part}: {summary['documents_loaded']} documents loaded, "
+        f"{summary['documents_unchanged']} unchanged, {summary['quarantined']} quarantined; "
+        f"{summary['rows_written']} rows written ({summary['rows_inserted']} inserted, {summary['rows_updated']} "
+        f"updated, {summary['rows_deleted']} deleted); {summary['chunks_embedded']} chunks embedded "
+        f"({summary['embedding_cache_hits']} cache hits, {summary['tokens_sent']} tokens sent); "
+        f"failed partitions: {len(summary['failed_partitions'])}"
+        + (f"; failed checks: {', '.join(c['check'] for c in failed_checks)}" if failed_checks else "")
+        + f"; {summary['seconds']} s"
+    )
+    for q in summary["quarantined_files"][:50]:
+        print(f"quarantined: {q['doc_type']}/{_printable(q['path'])}: {q['reason']}", file=sys.stderr)
+    for f in summary["failures"]:
+        print(f"failed: {f['partition']} ({f['stage']}): {f['error']}", file=sys.stderr)
+    for line in outcome.step_errors:
+        print(f"step failed: {line}", file=sys.stderr)
+    for c in failed_checks:
+        print(f"check failed: {c['check']}: {c['message']} (details: `doc-migrate validate`)", file=sys.stderr)
+    return human
+
+
+def cmd_full(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    settings, manifest = _settings(args)
+    keys = _select(manifest, args.partition, args.doc_type)
+    if not keys:
+        raise ConfigError("no partitions selected")
+    if args.dry_run:
+        return cmd_plan(args)
+    from .embedding.factory import require_embedder_config
+
+    require_embedder_config(settings)  # a missing API key fails here, before any scan or parse
+    display = _display(args)
+    display.start(f"doc-migrate full: {len(keys)} partition(s) of {settings.sources_path}; "
+                  "starting the database and Dagster…")
+    _quiet_dagster()
+    from .dagster_defs.resources import MigrationResource
+    from .storage import ledger
+    from .storage.locks import acquire_run_locks
+    from .storage.maintenance import describe_foreign, pending_reloads
+
+    migration = MigrationResource(sources=str(settings.sources_path), parallel=args.parallel)
+    url = migration.url  # connect and migrate before starting runs: bad config fails fast
+    found = _foreign(settings, manifest, url)
+    if found:
+        raise ForeignRowsFound(describe_foreign(found, _prune_command(args)))
+    lock_conn = acquire_run_locks(url, keys)
+    pending = [p["partition"] for p in pending_reloads(settings, url) if p["partition"] in keys]
+    if pending:
+        display.write_line(f"doc-migrate full: reloading {len(pending)} partition(s) that `doc-migrate validate "
+                           f"--repair` reset and did not reload: {', '.join(pending[:10])}")
+    run_keys = keys if args.all_partitions else _changed_span(settings, manifest, url, keys)
+    outcome = _run_migrate_job(args, settings, manifest, migration, run_keys, display, lock_conn)
     run_ids = outcome.run_ids
     summary = ledger.run_summary(settings, url, run_ids, keys)
     summary["seconds"] = round(time.perf_counter() - started, 2)
@@ -274,24 +307,7 @@ def cmd_full(args: argparse.Namespace) -> int:
     run_part = (f"run {summary['run_id']}" if run_ids else
                 f"all {len(keys)} partitions unchanged since their last load, no run started "
                 "(--all-partitions re-runs them; `doc-migrate validate` re-checks)")
-    human = (
-        f"doc-migrate full: {run_part}: {summary['documents_loaded']} documents loaded, "
-        f"{summary['documents_unchanged']} unchanged, {summary['quarantined']} quarantined; "
-        f"{summary['rows_written']} rows written ({summary['rows_inserted']} inserted, {summary['rows_updated']} "
-        f"updated, {summary['rows_deleted']} deleted); {summary['chunks_embedded']} chunks embedded "
-        f"({summary['embedding_cache_hits']} cache hits, {summary['tokens_sent']} tokens sent); "
-        f"failed partitions: {len(summary['failed_partitions'])}"
-        + (f"; failed checks: {', '.join(c['check'] for c in failed_checks)}" if failed_checks else "")
-        + f"; {summary['seconds']} s"
-    )
-    for q in summary["quarantined_files"][:50]:
-        print(f"quarantined: {q['doc_type']}/{_printable(q['path'])}: {q['reason']}", file=sys.stderr)
-    for f in summary["failures"]:
-        print(f"failed: {f['partition']} ({f['stage']}): {f['error']}", file=sys.stderr)
-    for line in outcome.step_errors:
-        print(f"step failed: {line}", file=sys.stderr)
-    for c in failed_checks:
-        print(f"check failed: {c['check']}: {c['message']} (details: `doc-migrate validate`)", file=sys.stderr)
+    human = _print_full_outcome(summary, outcome, failed_checks, run_part)
     _emit(args, summary, human)
     if summary["success"]:
         return EXIT_OK

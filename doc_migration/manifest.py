@@ -20,6 +20,7 @@ import yaml
 
 from .config import ConfigError
 from .sources.base import ParseLimits
+from .validation.config import ValidationConfig, parse_validation_config
 
 DOC_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,47}$")
 KNOWN_FORMATS = {"auto", "markdown", "mdx", "text", "docserver-json", "rst", "html", "openapi", "notebook", "pdf", "sql-dump",
@@ -64,7 +65,7 @@ class Manifest:
     chunking: ChunkingConfig = ChunkingConfig()
     limits: ParseLimits = ParseLimits()
     doc_types_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
-    validation: dict[str, Any] = field(default_factory=dict)  # raw `validation:` (see validation/config.py)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)  # `validation:`, parsed with the rest
 
     def doc_types(self) -> list[str]:
         """Every doc type the manifest can produce (folder-named ones are listed from disk)."""
@@ -160,18 +161,7 @@ def _as_tuple(value: Any, where: str) -> tuple[str, ...]:
     raise ConfigError(f"{where} must be a string or a list of strings")
 
 
-def load_manifest(path: Path) -> Manifest:
-    """Parse and validate a manifest file; every error names the file and the entry."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"source manifest {path} does not exist (set --sources or DOC_MIGRATION_SOURCES)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"source manifest {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("sources"), list) or not raw["sources"]:
-        raise ConfigError(f"source manifest {path}: expected a mapping with a non-empty 'sources:' list")
-    base = path.parent
+def _shards(raw: dict[str, Any], path: Path) -> int:
     shards = raw.get("shards", 4)
     if os.environ.get("DOC_MIGRATION_SHARDS"):
         shards = os.environ["DOC_MIGRATION_SHARDS"]
@@ -181,6 +171,10 @@ def load_manifest(path: Path) -> Manifest:
         raise ConfigError(f"{path}: 'shards' must be an integer") from None
     if not 1 <= shards <= 100:
         raise ConfigError(f"{path}: 'shards' must be between 1 and 100, got {shards}")
+    return shards
+
+
+def _chunking(raw: dict[str, Any], path: Path) -> ChunkingConfig:
     ch = raw.get("chunking") or {}
     try:
         chunking = ChunkingConfig(
@@ -192,66 +186,84 @@ def load_manifest(path: Path) -> Manifest:
         raise ConfigError(f"{path}: chunking.max_tokens must be 16..8191 (the embedding model's input limit)")
     if not 0 <= chunking.overlap_tokens < chunking.max_tokens // 2:
         raise ConfigError(f"{path}: chunking.overlap_tokens must be below half of max_tokens")
+    return chunking
+
+
+def _limits(raw: dict[str, Any], path: Path) -> ParseLimits:
     lim = raw.get("limits") or {}
     try:
-        limits = ParseLimits(**{k: type(getattr(ParseLimits(), k))(v) for k, v in lim.items()})
+        return ParseLimits(**{k: type(getattr(ParseLimits(), k))(v) for k, v in lim.items()})
     except (TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"{path}: bad 'limits' entry: {exc}") from None
 
-    sources: list[SourceConfig] = []
+
+def _source_entry(entry: Any, where: str, base: Path, seen: set[str]) -> SourceConfig:
+    """One ``sources:`` entry, checked (``seen``: the source names so far, updated)."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be a mapping")
+    unknown = set(entry) - {"source_name", "doc_type", "path", "include", "exclude", "format", "metadata",
+                            "url_env", "table", "options"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+    name = entry.get("source_name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where}: 'source_name' is required")
+    doc_type = entry.get("doc_type")
+    if not isinstance(doc_type, str) or not (doc_type == FOLDER or DOC_TYPE_RE.match(doc_type)):
+        raise ConfigError(
+            f"{where} ({name}): 'doc_type' must be '{FOLDER}' or match {DOC_TYPE_RE.pattern}, got {doc_type!r}"
+        )
+    if name in seen:
+        raise ConfigError(f"{where}: duplicate source_name {name!r}")
+    seen.add(name)
+    fmt = entry.get("format", "auto")
+    if fmt not in KNOWN_FORMATS:
+        raise ConfigError(f"{where} ({name}): unknown format {fmt!r}; use one of {sorted(KNOWN_FORMATS)}")
+    src_path: Path | None = None
+    if entry.get("path") is not None:
+        src_path = (base / str(entry["path"])).resolve()
+    elif not entry.get("url_env"):
+        raise ConfigError(f"{where} ({name}): give 'path' (a folder) or 'url_env' (a legacy database)")
+    elif doc_type == FOLDER:
+        raise ConfigError(f"{where} ({name}): a legacy database source needs a fixed doc_type (e.g. rust)")
+    metadata = entry.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ConfigError(f"{where} ({name}): 'metadata' must be a mapping")
+    return SourceConfig(
+        source_name=name,
+        doc_type=doc_type,
+        path=src_path,
+        include=_as_tuple(entry.get("include", ["**/*"]), f"{where}.include") or ("**/*",),
+        exclude=_as_tuple(entry.get("exclude"), f"{where}.exclude"),
+        format=fmt,
+        metadata=metadata,
+        url_env=entry.get("url_env"),
+        table=str(entry.get("table", "doc_embeddings")),
+        options=dict(entry.get("options") or {}),
+    )
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Parse and validate a manifest file; every error names the file and the entry."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"source manifest {path} does not exist (set --sources or DOC_MIGRATION_SOURCES)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"source manifest {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("sources"), list) or not raw["sources"]:
+        raise ConfigError(f"source manifest {path}: expected a mapping with a non-empty 'sources:' list")
+    shards, chunking, limits = _shards(raw, path), _chunking(raw, path), _limits(raw, path)
     seen: set[str] = set()
-    for i, entry in enumerate(raw["sources"]):
-        where = f"{path}: sources[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where} must be a mapping")
-        unknown = set(entry) - {"source_name", "doc_type", "path", "include", "exclude", "format", "metadata",
-                                "url_env", "table", "options"}
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
-        name = entry.get("source_name")
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigError(f"{where}: 'source_name' is required")
-        doc_type = entry.get("doc_type")
-        if not isinstance(doc_type, str) or not (doc_type == FOLDER or DOC_TYPE_RE.match(doc_type)):
-            raise ConfigError(
-                f"{where} ({name}): 'doc_type' must be '{FOLDER}' or match {DOC_TYPE_RE.pattern}, got {doc_type!r}"
-            )
-        if name in seen:
-            raise ConfigError(f"{where}: duplicate source_name {name!r}")
-        seen.add(name)
-        fmt = entry.get("format", "auto")
-        if fmt not in KNOWN_FORMATS:
-            raise ConfigError(f"{where} ({name}): unknown format {fmt!r}; use one of {sorted(KNOWN_FORMATS)}")
-        src_path: Path | None = None
-        if entry.get("path") is not None:
-            src_path = (base / str(entry["path"])).resolve()
-        elif not entry.get("url_env"):
-            raise ConfigError(f"{where} ({name}): give 'path' (a folder) or 'url_env' (a legacy database)")
-        elif doc_type == FOLDER:
-            raise ConfigError(f"{where} ({name}): a legacy database source needs a fixed doc_type (e.g. rust)")
-        metadata = entry.get("metadata") or {}
-        if not isinstance(metadata, dict):
-            raise ConfigError(f"{where} ({name}): 'metadata' must be a mapping")
-        sources.append(SourceConfig(
-            source_name=name,
-            doc_type=doc_type,
-            path=src_path,
-            include=_as_tuple(entry.get("include", ["**/*"]), f"{where}.include") or ("**/*",),
-            exclude=_as_tuple(entry.get("exclude"), f"{where}.exclude"),
-            format=fmt,
-            metadata=metadata,
-            url_env=entry.get("url_env"),
-            table=str(entry.get("table", "doc_embeddings")),
-            options=dict(entry.get("options") or {}),
-        ))
+    sources = [_source_entry(entry, f"{path}: sources[{i}]", path.parent, seen)
+               for i, entry in enumerate(raw["sources"])]
     doc_types_meta = raw.get("doc_types") or {}
     if not isinstance(doc_types_meta, dict):
         raise ConfigError(f"{path}: 'doc_types' must be a mapping of doc type to settings")
-    from .validation.config import parse_validation_config
-
-    parse_validation_config(raw, str(path))  # a typo in validation:/required_metadata fails here (exit 2)
+    validation = parse_validation_config(raw, str(path))  # a typo in validation: fails here (exit 2)
     return Manifest(path=path, sources=tuple(sources), shards=shards, chunking=chunking, limits=limits,
-                    doc_types_meta=doc_types_meta, validation=dict(raw.get("validation") or {}))
+                    doc_types_meta=doc_types_meta, validation=validation)
 
 
 @dataclass(frozen=True)

@@ -106,3 +106,35 @@ def test_pipeline_schema_sql_lives_in_storage() -> None:
                      if not p.relative_to(PACKAGE).as_posix().startswith("storage/")
                      and re.search(r"\bdoc_migration\.(?:" + "|".join(PIPELINE_TABLES) + r")\b", p.read_text()))
     assert spelled == []
+
+
+def test_stages_cli_and_dagster_definitions_hold_no_sql() -> None:
+    """They call storage/ (and validation/ judges what storage/audit.py answers)."""
+    statement = re.compile(r"\bsql\.SQL\(|\.execute\(|\.copy\(")
+    holders = sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
+                     if p.relative_to(PACKAGE).as_posix().startswith(("pipeline/", "dagster_defs/", "cli.py"))
+                     and statement.search(p.read_text()))
+    assert holders == []
+
+
+def test_storage_depends_on_no_stage_check_or_command() -> None:
+    """storage/ is the bottom layer: it may use config, faults, embedding and redaction, never the
+    stages, validation, Dagster definitions or the CLI (type-only imports aside)."""
+    modules = _modules()
+    upper = ("doc_migration.pipeline", "doc_migration.validation", "doc_migration.dagster_defs", "doc_migration.cli")
+    offenders = []
+    for name, path in modules.items():
+        if not name.startswith("doc_migration.storage"):
+            continue
+        tree = ast.parse(path.read_text())
+        type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                     and "TYPE_CHECKING" in ast.dump(node.test) for n in ast.walk(node)}
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(tree):
+            if id(node) in type_only or not isinstance(node, ast.ImportFrom | ast.Import):
+                continue
+            targets = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                       [".".join([*(package[:len(package) - node.level + 1] if node.level else []),
+                                  *([node.module] if node.module else [])])])
+            offenders += [f"{name} -> {t}" for t in targets if t.startswith(upper)]
+    assert offenders == []

@@ -17,7 +17,7 @@ import dagster as dg
 from ..storage import audit, check_results, ledger
 from ..validation.checks import check_staged_chunks, check_staged_embeddings
 from ..validation.common import ERROR, timed
-from ..validation.config import ValidationConfig, load_validation_config
+from ..validation.config import ValidationConfig
 from ..validation.report import run_check
 from .assets import PARTITIONS, embeddings, loaded_rows, parsed_docs
 from .resources import MigrationResource
@@ -27,7 +27,7 @@ MAX_FINDINGS_IN_METADATA = 20
 
 
 def _config(migration: MigrationResource) -> ValidationConfig:
-    return load_validation_config(migration.settings.sources_path)
+    return migration.manifest.validation
 
 
 def _loaded_keys(migration: MigrationResource) -> list[str]:

@@ -22,10 +22,7 @@ doc_types:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from ..config import OFFLINE_MODEL, ConfigError
 
@@ -164,17 +161,3 @@ def parse_validation_config(raw: dict[str, Any], where: str = "manifest") -> Val
         links_enabled=bool(links.get("enabled", d.links_enabled)),
         required_metadata=required,
     )
-
-
-def load_validation_config(manifest_path: Path) -> ValidationConfig:
-    """Read the manifest's raw YAML (the Manifest dataclass does not carry ``validation:``)."""
-    path = Path(manifest_path)
-    if not path.is_file():
-        return ValidationConfig()
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"source manifest {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"source manifest {path}: expected a mapping")
-    return parse_validation_config(raw, str(path))

@@ -31,11 +31,12 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from ..config import Settings
+from ..manifest import load_manifest
 from ..storage.database import connection
 from ..storage.locks import lock_partition_xact
 from ..storage.maintenance import delete_orphans, drop_rows, reset_partition
 from .common import doc_type_of
-from .config import DuplicateConfig, ValidationConfig, load_validation_config
+from .config import DuplicateConfig, ValidationConfig
 from .duplicates import Group, find_groups
 
 RESET_BY = ("counts", "checksums", "embeddings", "schema", "retrieval")
@@ -134,7 +135,7 @@ def apply_repair(settings: Settings, url: str, plan: RepairPlan, config: Validat
                  run_id: str = "validate-repair", requested_by: str = "") -> dict[str, Any]:
     """Do the database part of ``plan``; the caller then runs ``full`` on ``plan.partitions``
     (and ``plan.never_loaded``)."""
-    cfg = config or load_validation_config(settings.sources_path)
+    cfg = config or load_manifest(settings.sources_path).validation
     merged: dict[str, Any] = {"strategy": plan.duplicate_strategy, "groups": 0, "deferred_groups": 0,
                               "aliases_recorded": 0, "rows_dropped": 0, "files_quarantined": 0}
     ready: list[Group] = []

@@ -28,7 +28,7 @@ from .checks import (
     check_source_drift,
 )
 from .common import ERROR, WARN, doc_type_of, timed
-from .config import ValidationConfig, load_validation_config
+from .config import ValidationConfig
 from .duplicates import check_duplicates
 from .links import check_links
 from .retrieval import check_retrieval
@@ -142,8 +142,8 @@ def build_report(settings: Settings, url: str, keys: list[str], run_id: str | No
     ``reuse``: results the run's asset checks already computed, by check name; one whose
     :func:`reuse_stamp` matches (same partitions, same settings) is taken as is (``"reused": true``)."""
     start = time.perf_counter()
-    cfg = config or load_validation_config(settings.sources_path)
     man = manifest if manifest is not None else _manifest(settings)
+    cfg = config or (man.validation if man is not None else ValidationConfig())
     checks: dict[str, dict[str, Any]] = {}
     for name in ALL_CHECKS:
         if only is None or name in only:

@@ -26,7 +26,6 @@ from doc_migration.manifest import load_manifest
 from doc_migration.storage.database import ensure_vector_index
 from doc_migration.validation import retrieval
 from doc_migration.validation.checks import check_embeddings, check_staged_chunks, check_staged_embeddings
-from doc_migration.validation.config import load_validation_config
 from doc_migration.validation.html import render_html
 from doc_migration.validation.repair import apply_repair, plan_repair
 from doc_migration.validation.report import build_report
@@ -230,7 +229,7 @@ def test_retrieval_without_the_index_finds_the_same_rows_in_one_exact_scan(
     """A deferred index build leaves exact scans only: one scan serves every sampled row, and the sample
     is thinned to the scan budget instead of taking minutes per query on a large table."""
     indexed = scenario.report["checks"]["retrieval"]
-    cfg = load_validation_config(scenario.manifest)
+    cfg = load_manifest(scenario.manifest).validation
     _exec(scenario.url, "DROP INDEX documents_embedding_hnsw")
     try:
         exact = retrieval.check_retrieval(scenario.settings, scenario.url, scenario.keys, cfg)
