@@ -679,18 +679,10 @@ def _text(value: Any) -> str | None:
     return s or None
 
 
-def _render_operation(
-    o: _Operation, spec: dict[str, Any], base_meta: dict[str, Any], swagger2: bool, ctx: ParseContext
-) -> ParsedDocument:
-    r = _Render(root=spec)
+def _operation_head(o: _Operation, spec: dict[str, Any], base_meta: dict[str, Any], opline: str, summary: str | None,
+                    op_id: str | None, rpc: str | None, tags: list[str]) -> list[str]:
+    """The operation's first block: what it is, in which API, its ids, tags, security and description."""
     op = o.op
-    endpoint = f"webhook {o.endpoint}" if o.webhook else o.endpoint
-    opline = f"{o.method} {endpoint}"
-    summary = _text(op.get("summary"))
-    tags = [str(t) for t in op.get("tags") or [] if t is not None] if isinstance(op.get("tags"), list) else []
-    op_id = _text(op.get("operationId"))
-    rpc = _jsonrpc_method(op, r)
-
     head = [opline + (f" — {summary}" if summary else "")]
     api = base_meta.get("api_title") or "API"
     if base_meta.get("api_version"):
@@ -718,13 +710,12 @@ def _render_operation(
     ext = op.get("externalDocs")
     if isinstance(ext, dict) and ext.get("url"):
         head.append(f"See also: {ext['url']}")
-    blocks = [Block("\n".join(head), (opline,))]
+    return head
 
-    params = _collect_parameters(o.path_item, op, r)
-    param_lines = _render_parameters(params, swagger2, r)
-    if param_lines:
-        blocks.append(Block("Parameters:\n" + "\n".join(param_lines), (opline, "Parameters")))
 
+def _request_body_lines(op: dict[str, Any], spec: dict[str, Any], params: list[dict[str, Any]], swagger2: bool,
+                        r: _Render) -> list[str]:
+    """The request body (OpenAPI 3 ``requestBody``, Swagger 2 ``body``/``formData`` parameters)."""
     body_lines: list[str] = []
     if swagger2:
         body = next((p for p in params if p.get("in") == "body"), None)
@@ -747,9 +738,13 @@ def _render_operation(
             if body.get("description"):
                 body_lines.append(_one_line(body["description"]))
             body_lines.extend(_render_content(body.get("content"), 0, r))
-    if body_lines:
-        blocks.append(Block("\n".join(body_lines), (opline, "Request body")))
+    return body_lines
 
+
+def _response_blocks(op: dict[str, Any], spec: dict[str, Any], swagger2: bool, r: _Render,
+                     opline: str) -> list[Block]:
+    """One block per response code; a body repeated under another code is named, not re-rendered."""
+    blocks: list[Block] = []
     responses = op.get("responses")
     if isinstance(responses, dict):
         produces = op.get("produces") or spec.get("produces") or []
@@ -783,6 +778,34 @@ def _render_operation(
             if isinstance(headers, dict) and headers:
                 lines.append("Headers: " + ", ".join(str(h) for h in headers))
             blocks.append(Block("\n".join(lines), (opline, "Responses", str(code))))
+    return blocks
+
+
+def _render_operation(
+    o: _Operation, spec: dict[str, Any], base_meta: dict[str, Any], swagger2: bool, ctx: ParseContext
+) -> ParsedDocument:
+    r = _Render(root=spec)
+    op = o.op
+    endpoint = f"webhook {o.endpoint}" if o.webhook else o.endpoint
+    opline = f"{o.method} {endpoint}"
+    summary = _text(op.get("summary"))
+    tags = [str(t) for t in op.get("tags") or [] if t is not None] if isinstance(op.get("tags"), list) else []
+    op_id = _text(op.get("operationId"))
+    rpc = _jsonrpc_method(op, r)
+
+    head = _operation_head(o, spec, base_meta, opline, summary, op_id, rpc, tags)
+    blocks = [Block("\n".join(head), (opline,))]
+
+    params = _collect_parameters(o.path_item, op, r)
+    param_lines = _render_parameters(params, swagger2, r)
+    if param_lines:
+        blocks.append(Block("Parameters:\n" + "\n".join(param_lines), (opline, "Parameters")))
+
+    body_lines = _request_body_lines(op, spec, params, swagger2, r)
+    if body_lines:
+        blocks.append(Block("\n".join(body_lines), (opline, "Request body")))
+
+    blocks.extend(_response_blocks(op, spec, swagger2, r, opline))
     if r.truncated:
         blocks.append(Block("… (schema output truncated)", (opline,)))
 
