@@ -186,17 +186,10 @@ def _candidates(base_dir: str, root: str, path: str, suffixes: tuple[str, ...]) 
     return out
 
 
-def check_links(settings: Settings, url: str, keys: list[str], manifest: Manifest | None,
-                config: ValidationConfig | None = None) -> dict[str, Any]:
-    """Dangling cross-references from the partitions' documents (WARN): each is a page the assistant is
-    told about but cannot retrieve."""
-    cfg = config or ValidationConfig()
-    if not cfg.links_enabled:
-        return check_result("links", passed=True, severity=WARN, findings=[], cap=cfg.max_findings,
-                            message="link checking disabled (validation.links.enabled: false)")
-    roots = source_roots(manifest)
-    docs, refs, quarantined = audit.link_facts(settings, url, keys)
-
+def _link_targets(docs: list[tuple[Any, ...]], quarantined: list[tuple[Any, ...]], roots: dict[tuple[str, str], Path]
+                  ) -> tuple[set[str], dict[str, set[str]], dict[str, str]]:
+    """What a link may lead to: migrated files (absolute, normalised), exported records' module paths
+    per source, and quarantined files with their reason."""
     migrated: set[str] = set()  # absolute, normalised paths of migrated source files
     records: dict[str, set[str]] = {}  # export source_name -> normalised module paths
     for _, doc_type, source_name, source_file, fmt, module_path in docs:
@@ -214,10 +207,14 @@ def check_links(settings: Settings, url: str, keys: list[str], manifest: Manifes
                 migrated.add(abs_q)
             else:
                 q_reason[abs_q] = reason
+    return migrated, records, q_reason
 
-    wanted = set(keys)
+
+def _document_links(docs: list[tuple[Any, ...]], wanted: set[str], roots: dict[tuple[str, str], Path],
+                    migrated: set[str], records: dict[str, set[str]], q_reason: dict[str, str],
+                    stats: Counter[str]) -> list[dict[str, Any]]:
+    """Dangling links in the partitions' documents (Markdown, RST, HTML, records), counting the rest."""
     findings: list[dict[str, Any]] = []
-    stats: Counter[str] = Counter()
     for key, doc_type, source_name, source_file, fmt_meta, module_path in docs:
         root = roots.get((source_name, doc_type))
         if key not in wanted or root is None:
@@ -273,8 +270,13 @@ def check_links(settings: Settings, url: str, keys: list[str], manifest: Manifes
                 findings.append({"partition": key, "doc_type": doc_type, "source_name": source_name,
                                  "source_file": source_file, "line": line, "link": target, "kind": kind,
                                  "reason": reason})
+    return findings
 
-    # OpenAPI: references the parser could not resolve inside the spec, or files it does not follow.
+
+def _openapi_refs(refs: list[tuple[Any, ...]], roots: dict[tuple[str, str], Path], migrated: set[str],
+                  stats: Counter[str]) -> list[dict[str, Any]]:
+    """OpenAPI references the parser could not resolve inside the spec, or files it does not follow."""
+    findings: list[dict[str, Any]] = []
     reported: set[tuple[str, str]] = set()
     for key, doc_type, source_name, source_file, unresolved in refs:
         root = roots.get((source_name, doc_type))
@@ -299,6 +301,25 @@ def check_links(settings: Settings, url: str, keys: list[str], manifest: Manifes
             findings.append({"partition": key, "doc_type": doc_type, "source_name": source_name,
                              "source_file": source_file, "line": None, "link": ref, "kind": "openapi_ref",
                              "reason": reason})
+    return findings
+
+
+def check_links(settings: Settings, url: str, keys: list[str], manifest: Manifest | None,
+                config: ValidationConfig | None = None) -> dict[str, Any]:
+    """Dangling cross-references from the partitions' documents (WARN): each is a page the assistant is
+    told about but cannot retrieve."""
+    cfg = config or ValidationConfig()
+    if not cfg.links_enabled:
+        return check_result("links", passed=True, severity=WARN, findings=[], cap=cfg.max_findings,
+                            message="link checking disabled (validation.links.enabled: false)")
+    roots = source_roots(manifest)
+    docs, refs, quarantined = audit.link_facts(settings, url, keys)
+
+    migrated, records, q_reason = _link_targets(docs, quarantined, roots)
+    findings: list[dict[str, Any]] = []
+    stats: Counter[str] = Counter()
+    findings += _document_links(docs, set(keys), roots, migrated, records, q_reason, stats)
+    findings += _openapi_refs(refs, roots, migrated, stats)
 
     checked = stats["resolved"] + stats["dangling"]
     if findings:
