@@ -84,7 +84,14 @@ def test_definitions_load_and_resolve() -> None:
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
         "source_manifest", "parsed_docs", "embeddings", "loaded_rows", "validation_report"}
     checks = {k.name for k in graph.asset_check_keys}
-    assert {"rows_match_ledger", "partition_not_rolled_back", "staged_chunks_embedded"} <= checks
+    assert checks == {  # the loaded_rows table's nine (one factory) and the three written out
+        "rows_match_ledger", "content_matches_checksums", "embeddings_well_formed", "rows_conform_to_schema",
+        "retrieval_smoke_test", "no_duplicate_content", "cross_references_resolve", "no_orphan_rows",
+        "sources_unchanged", "partition_not_rolled_back", "staged_chunks_loadable", "staged_chunks_embedded"}
+    blocking = {k.name for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
+    assert blocking == {"rows_match_ledger", "content_matches_checksums", "embeddings_well_formed",
+                        "rows_conform_to_schema", "retrieval_smoke_test", "no_orphan_rows",
+                        "staged_chunks_loadable", "staged_chunks_embedded"}
 
 
 def test_range_run_gives_each_partition_its_own_metadata(env: Path, database_url: str,
