@@ -116,26 +116,28 @@ def vector_problems(settings: Settings, url: str, keys: list[str], dims: int) ->
     return bad
 
 
+def managed_source(s: sql.Identifier) -> sql.Composed:
+    """True for a ``documents`` row ``d`` of a source this pipeline manages (it owns rows of that
+    source, or registered it in document_sources): only such orphans are the pipeline's to delete."""
+    return sql.SQL(
+        "(EXISTS (SELECT 1 FROM {s}.partition_rows m WHERE m.doc_type = d.doc_type AND m.source_name = d.source_name) "
+        "OR EXISTS (SELECT 1 FROM document_sources ds WHERE ds.doc_type = d.doc_type "
+        "AND ds.source_name = d.source_name AND ds.config->>'managed_by' = 'doc_migration'))").format(s=s)
+
+
 def orphan_rows(settings: Settings, url: str, limit: int | None) -> tuple[int, int, list[tuple[Any, ...]]]:
     """(orphans, managed orphans, rows); ``managed`` = of a source this pipeline loads (safe to delete)."""
     s = sql.Identifier(settings.pipeline_schema)
     with connection(url) as conn:
         counts = conn.execute(sql.SQL(
             "SELECT count(*), count(*) FILTER (WHERE managed) FROM ("
-            "  SELECT EXISTS (SELECT 1 FROM {s}.partition_rows m WHERE m.doc_type = d.doc_type "
-            "    AND m.source_name = d.source_name) OR EXISTS (SELECT 1 FROM document_sources ds "
-            "    WHERE ds.doc_type = d.doc_type AND ds.source_name = d.source_name "
-            "    AND ds.config->>'managed_by' = 'doc_migration') AS managed "
+            "  SELECT {managed} AS managed "
             "  FROM documents d WHERE NOT EXISTS (SELECT 1 FROM {s}.partition_rows pr WHERE pr.document_id = d.id)) x"
-        ).format(s=s)).fetchone()
+        ).format(s=s, managed=managed_source(s))).fetchone()
         rows = conn.execute(sql.SQL(
-            "SELECT d.id::text, d.doc_type, d.source_name, d.doc_path, d.created_at, "
-            "  EXISTS (SELECT 1 FROM {s}.partition_rows m WHERE m.doc_type = d.doc_type "
-            "    AND m.source_name = d.source_name) OR EXISTS (SELECT 1 FROM document_sources ds "
-            "    WHERE ds.doc_type = d.doc_type AND ds.source_name = d.source_name "
-            "    AND ds.config->>'managed_by' = 'doc_migration') "
+            "SELECT d.id::text, d.doc_type, d.source_name, d.doc_path, d.created_at, {managed} "
             "FROM documents d WHERE NOT EXISTS (SELECT 1 FROM {s}.partition_rows pr WHERE pr.document_id = d.id) "
-            "ORDER BY 2, 3, 4 LIMIT %s").format(s=s), (limit,)).fetchall()
+            "ORDER BY 2, 3, 4 LIMIT %s").format(s=s, managed=managed_source(s)), (limit,)).fetchall()
     assert counts is not None
     return int(counts[0]), int(counts[1]), rows
 

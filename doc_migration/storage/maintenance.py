@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from ..config import Settings
+from .audit import managed_source
 from .database import connection
 from .locks import lock_partition_xact
 
@@ -195,10 +196,7 @@ def delete_orphans(settings: Settings, url: str) -> int:
     with connection(url) as conn:
         n = conn.execute(sql.SQL(
             "DELETE FROM documents d WHERE NOT EXISTS (SELECT 1 FROM {s}.partition_rows pr WHERE pr.document_id = d.id) "
-            "AND (EXISTS (SELECT 1 FROM {s}.partition_rows m WHERE m.doc_type = d.doc_type "
-            "  AND m.source_name = d.source_name) OR EXISTS (SELECT 1 FROM document_sources ds "
-            "  WHERE ds.doc_type = d.doc_type AND ds.source_name = d.source_name "
-            "  AND ds.config->>'managed_by' = 'doc_migration'))").format(s=s)).rowcount
+            "AND {managed}").format(s=s, managed=managed_source(s))).rowcount
         conn.commit()
     return int(n)
 
