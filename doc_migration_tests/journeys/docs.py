@@ -44,6 +44,8 @@ PLACEHOLDERS: dict[str, re.Pattern[str]] = {
     "key": re.compile(r"<key>|<partition(?:[_ ]key)?>"),
 }
 UNDOCUMENTED_PLACEHOLDER = re.compile(r"<[A-Za-z_][^<>]*>|\.\.\.|…")
+# Commands that read ../shared/corpus by default, without naming it.
+READS_SHARED = {"make fidelity"}
 ENV_SETUP = re.compile(r"^(?:\.|source|export|cd)\s")
 
 
@@ -76,7 +78,7 @@ class Command:
     @property
     def needs_shared(self) -> bool:
         """Whether the command reads ../shared (directly or through an examples/ manifest)."""
-        if "../shared" in self.text:
+        if "../shared" in self.text or self.text.strip() in READS_SHARED:
             return True
         for token in _tokens(self.text):
             path = REPO_ROOT / token
