@@ -193,10 +193,11 @@ def reset_partition(settings: Settings, url: str, key: str, purge_ids: list[str]
 def delete_orphans(settings: Settings, url: str) -> int:
     """Delete rows no partition owns, but only of sources this pipeline manages (never the doc-server's)."""
     s = sql.Identifier(settings.pipeline_schema)
+    managed = managed_source(s)  # a sql.Composed (audit.py)
     with connection(url) as conn:
         n = conn.execute(sql.SQL(
             "DELETE FROM documents d WHERE NOT EXISTS (SELECT 1 FROM {s}.partition_rows pr WHERE pr.document_id = d.id) "
-            "AND {managed}").format(s=s, managed=managed_source(s))).rowcount
+            "AND {managed}").format(s=s, managed=managed)).rowcount
         conn.commit()
     return int(n)
 
