@@ -75,7 +75,7 @@ def _cli(args: list[str], env: dict[str, str]) -> dict[str, Any]:
 
 
 def measure(folder: Path) -> FolderReport:
-    folder = folder.resolve()
+    folder = Path(os.path.abspath(folder))  # not resolved: ../shared may be a symlink, named as such
     if not folder.is_dir():
         raise SystemExit(f"{folder}: not a folder")
     with tempfile.TemporaryDirectory(prefix="fidelity-") as tmp:
@@ -96,7 +96,7 @@ def measure(folder: Path) -> FolderReport:
 
 def _shown(folder: Path) -> str:
     """Relative to the repository where it can be (the report must not name anyone's home)."""
-    for base, prefix in ((REPO, ""), (REPO.parent.resolve(), "../")):
+    for base, prefix in ((REPO, ""), (REPO.parent, "../")):
         if folder.is_relative_to(base):
             return f"`{prefix}{folder.relative_to(base).as_posix()}`"
     return f"`{folder}`"
