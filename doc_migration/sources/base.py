@@ -256,6 +256,16 @@ def decode_text(data: bytes, declared: str | None = None) -> str:
     return decode_text_with_encoding(data, declared)[0]
 
 
+def decode_text_file(data: bytes) -> tuple[str, str]:
+    """(text, encoding) of a file of a text format: binary content under a text extension is refused
+    first (its bytes would otherwise be guessed into some legacy encoding)."""
+    if looks_binary(data):
+        raise QuarantineError(
+            "binary content in a text file", "the file holds control bytes; exclude it or fix its extension"
+        )
+    return decode_text_with_encoding(data)
+
+
 def encoding_metadata(encoding: str) -> dict[str, str]:
     """``{"encoding": ...}`` for row metadata when the file was not UTF-8 (the common case stays quiet)."""
     return {} if encoding == "utf-8" else {"encoding": encoding}

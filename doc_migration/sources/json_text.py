@@ -22,9 +22,8 @@ from .base import (
     ParseContext,
     ParsedDocument,
     QuarantineError,
-    decode_text_with_encoding,
+    decode_text_file,
     encoding_metadata,
-    looks_binary,
 )
 from .openapi import load_json_bounded, load_yaml_bounded
 from .registry import json_kind
@@ -73,9 +72,7 @@ def _yaml_blocks(text: str) -> list[Block]:
 
 
 def _parse(data: bytes, ctx: ParseContext, yaml_source: bool) -> list[ParsedDocument]:
-    if looks_binary(data):
-        raise QuarantineError("binary content in a text file", "exclude the file or fix its extension")
-    text, encoding = decode_text_with_encoding(data)
+    text, encoding = decode_text_file(data)
     lim = ctx.limits
     yaml_error: str | None = None
     value: Any

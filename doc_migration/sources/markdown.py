@@ -30,10 +30,8 @@ from .base import (
     BlockKind,
     ParseContext,
     ParsedDocument,
-    QuarantineError,
-    decode_text_with_encoding,
+    decode_text_file,
     encoding_metadata,
-    looks_binary,
 )
 
 __all__ = ["BlockBuilder", "parse", "parse_mdx", "split_front_matter", "strip_mdx", "markdown_blocks"]
@@ -486,16 +484,8 @@ def markdown_blocks(body: str, mdx: bool = False) -> tuple[list[Block], str | No
 # --------------------------------------------------------------------------- entry points
 
 
-def _decode(data: bytes) -> tuple[str, str]:
-    if looks_binary(data):
-        raise QuarantineError(
-            "binary content in a text file", "the file holds control bytes; exclude it or fix its extension"
-        )
-    return decode_text_with_encoding(data)
-
-
 def _parse(data: bytes, ctx: ParseContext, fmt: str, prepare: Callable[[str], str]) -> list[ParsedDocument]:
-    text, encoding = _decode(data)
+    text, encoding = decode_text_file(data)
     front, body, fm_error = split_front_matter(text)
     mdx = fmt == "mdx"
     if not mdx and _looks_like_mdx(body):

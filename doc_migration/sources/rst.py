@@ -24,10 +24,8 @@ from docutils.parsers.rst import Directive, directives, roles
 from .base import (
     ParseContext,
     ParsedDocument,
-    QuarantineError,
-    decode_text_with_encoding,
+    decode_text_file,
     encoding_metadata,
-    looks_binary,
 )
 from .markdown import BlockBuilder
 
@@ -490,11 +488,7 @@ def plain_blocks(text: str) -> tuple[BlockBuilder, str | None]:
 
 def parse(data: bytes, ctx: ParseContext) -> list[ParsedDocument]:
     """Parse a reStructuredText file; Sphinx extensions degrade to their readable text."""
-    if looks_binary(data):
-        raise QuarantineError(
-            "binary content in a text file", "the file holds control bytes; exclude it or fix its extension"
-        )
-    text, encoding = decode_text_with_encoding(data)
+    text, encoding = decode_text_file(data)
     metadata: dict[str, Any] = {"format": "rst", **encoding_metadata(encoding)}
     try:
         with _lenient():

@@ -9,18 +9,15 @@ from .base import (
     ParseContext,
     ParsedDocument,
     QuarantineError,
-    decode_text_with_encoding,
+    decode_text_file,
     encoding_metadata,
-    looks_binary,
 )
 
 _PARA_SPLIT = re.compile(r"\n[ \t]*\n+|\f")
 
 
 def parse(data: bytes, ctx: ParseContext) -> list[ParsedDocument]:
-    if looks_binary(data):
-        raise QuarantineError("binary content in a text file", "exclude the file or fix its extension")
-    text, encoding = decode_text_with_encoding(data)
+    text, encoding = decode_text_file(data)
     return [text_document(text, ctx.rel_path, {"format": "text", **encoding_metadata(encoding)})]
 
 
