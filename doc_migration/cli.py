@@ -121,8 +121,9 @@ def _dagster_instance(settings: Settings) -> Any:
         home = settings.home / "dagster"
         home.mkdir(parents=True, exist_ok=True)
         config = home / "dagster.yaml"
-        if not config.exists() or config.read_text(encoding="utf-8") != LOCAL_INSTANCE_YAML and \
-                config.read_text(encoding="utf-8").startswith(LOCAL_INSTANCE_HEADER):
+        current = config.read_text(encoding="utf-8") if config.exists() else None
+        # Ours (by its header) and out of date, or absent: (re)written; an operator's own file is kept.
+        if current is None or current != LOCAL_INSTANCE_YAML and current.startswith(LOCAL_INSTANCE_HEADER):
             config.write_text(LOCAL_INSTANCE_YAML, encoding="utf-8")
         os.environ["DAGSTER_HOME"] = str(home)
     return DagsterInstance.get()

@@ -32,8 +32,9 @@ def _config(migration: MigrationResource) -> ValidationConfig:
 
 def _loaded_keys(migration: MigrationResource) -> list[str]:
     """Partitions of this code location that have been loaded at least once."""
-    loaded = ledger.loaded_partitions(migration.settings, migration.url)
-    return [k for k in PARTITIONS.get_partition_keys() if k in loaded]
+    keys = list(PARTITIONS.get_partition_keys())
+    loaded = ledger.loaded_checksums(migration.settings, migration.url, keys)
+    return [k for k in keys if k in loaded]
 
 
 def _run_keys(context: dg.AssetCheckExecutionContext) -> list[str] | None:

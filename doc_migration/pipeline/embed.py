@@ -18,6 +18,7 @@ from ..config import Settings
 from ..embedding.base import Embedder, EmbedStats, check_vectors
 from ..faults import crash_point
 from ..storage import embedding_cache as cache
+from ..storage import staging
 from ..storage.database import connection
 from .progress import Tally
 
@@ -43,7 +44,7 @@ def embed_partition(settings: Settings, url: str, key: str, run_id: str, embedde
     result = EmbedResult(key)
     model, dims = settings.model_name, settings.embedding_dims
     with connection(url) as conn:
-        result.chunks, result.carried = cache.staged_counts(conn, settings, key)
+        result.chunks, result.carried = staging.staged_counts(conn, settings, key)
         if not embedder.cacheable:
             conn.rollback()
             result.deferred = result.chunks - result.carried

@@ -16,8 +16,9 @@ person would refuse:
 * ``.yaml``/``.yml`` with an ``openapi:``/``swagger:`` key at column 0 is OpenAPI, anything else
   ``yaml-text``.
 * Any other file (``README``, ``NOTES``, ``tutor1.ru``) is sniffed: binary content is refused
-  (``binary file (...)``), so is an SVG image (``image file (SVG)``: XML text, but a picture), a PDF or Word file is read as such whatever its name, text that opens
-  with a ``# `` heading is Markdown, other text is ``text``. Text that does not decode is left to
+  (``binary file (...)``), so is an SVG image (``image file (SVG)``: XML text, but a picture); a
+  PDF or Word file is read as such whatever its name; text that opens with a ``# `` heading is
+  Markdown, other text is ``text``. Text that does not decode is left to
   the text parser, whose refusal names the bytes.
 
 Detection never raises anything but :class:`QuarantineError`.

@@ -153,9 +153,13 @@ def rolled_back_partitions(settings: Settings, url: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _staged_keys(conn: Any, s: sql.Identifier, keys: list[str] | None) -> list[str]:
+def _staged_scope(conn: Any, s: sql.Identifier, keys: list[str] | None) -> tuple[list[str], int]:
+    """(partitions among ``keys`` with a staged version, their staged chunk count)."""
     rows = conn.execute(sql.SQL("SELECT partition_key FROM {}.staged_partitions ORDER BY 1").format(s)).fetchall()
-    return [r[0] for r in rows if keys is None or r[0] in set(keys)]
+    staged = [r[0] for r in rows if keys is None or r[0] in set(keys)]
+    total = conn.execute(sql.SQL("SELECT count(*) FROM {}.staged_chunks WHERE partition_key = ANY(%s)").format(s),
+                         (staged,)).fetchone()
+    return staged, int(total[0]) if total else 0
 
 
 def staged_chunk_problems(settings: Settings, url: str, keys: list[str] | None, max_tokens: int,
@@ -163,7 +167,7 @@ def staged_chunk_problems(settings: Settings, url: str, keys: list[str] | None, 
     """(staged partitions among ``keys``, their chunks that cannot be loaded with the reason, chunks checked)."""
     s = sql.Identifier(settings.pipeline_schema)
     with connection(url) as conn:
-        staged = _staged_keys(conn, s, keys)
+        staged, total = _staged_scope(conn, s, keys)
         rows = conn.execute(sql.SQL(
             "SELECT partition_key, doc_type, source_name, doc_path, CASE "
             "  WHEN btrim(content, E' \\t\\r\\n') = '' THEN 'blank content' "
@@ -176,9 +180,7 @@ def staged_chunk_problems(settings: Settings, url: str, keys: list[str] | None, 
             "  OR sha256(convert_to(content, 'UTF8')) <> text_sha OR NOT (metadata ?& %s::text[])) ORDER BY 1, 2, 3, 4"
         ).format(s), (max_tokens, max_tokens, list(base_fields), list(base_fields), staged,
                       max_tokens, list(base_fields))).fetchall()
-        total = conn.execute(sql.SQL("SELECT count(*) FROM {}.staged_chunks WHERE partition_key = ANY(%s)").format(s),
-                             (staged,)).fetchone()
-    return staged, rows, int(total[0]) if total else 0
+    return staged, rows, total
 
 
 def staged_vector_problems(settings: Settings, url: str, keys: list[str] | None, unit: bool,
@@ -186,7 +188,7 @@ def staged_vector_problems(settings: Settings, url: str, keys: list[str] | None,
     """(staged partitions among ``keys``, their chunks without a usable vector with the reason, chunks checked)."""
     s = sql.Identifier(settings.pipeline_schema)
     with connection(url) as conn:
-        staged = _staged_keys(conn, s, keys)
+        staged, total = _staged_scope(conn, s, keys)
         rows = conn.execute(sql.SQL(
             "WITH v AS (SELECT st.partition_key, st.doc_type, st.source_name, st.doc_path, "
             "  coalesce(st.carried_embedding, c.embedding) AS e, st.carried_embedding IS NOT NULL AS carried "
@@ -202,9 +204,7 @@ def staged_vector_problems(settings: Settings, url: str, keys: list[str] | None,
             "  OR (%s AND NOT carried AND abs(vector_norm(e) - 1) > %s) ORDER BY 1, 2, 3, 4").format(s=s),
             (settings.model_name, settings.embedding_dims, staged, settings.embedding_dims, settings.vectors_at_load,
              settings.embedding_dims, unit, norm_tolerance)).fetchall()
-        total = conn.execute(sql.SQL("SELECT count(*) FROM {}.staged_chunks WHERE partition_key = ANY(%s)").format(s),
-                             (staged,)).fetchone()
-    return staged, rows, int(total[0]) if total else 0
+    return staged, rows, total
 
 
 def per_doc_type(settings: Settings, url: str, keys: list[str]

@@ -14,15 +14,6 @@ from ..config import Settings
 from .database import connection
 
 
-def staged_counts(conn: psycopg.Connection, settings: Settings, key: str) -> tuple[int, int]:
-    """(chunks, chunks carrying their own vector) of the partition's staged version."""
-    row = conn.execute(sql.SQL(
-        "SELECT count(*), count(*) FILTER (WHERE carried_embedding IS NOT NULL) FROM {}.staged_chunks "
-        "WHERE partition_key = %s").format(sql.Identifier(settings.pipeline_schema)), (key,)).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
-
-
 def uncached_texts(conn: psycopg.Connection, settings: Settings, key: str, model: str,
                    dims: int) -> list[tuple[Any, ...]]:
     """(text_sha, content, token_count) of each distinct staged text with no cached vector yet."""

@@ -194,13 +194,6 @@ def history(settings: Settings, url: str, limit: int = 200) -> list[dict[str, An
     return events[:limit]
 
 
-def loaded_partitions(settings: Settings, url: str) -> set[str]:
-    """Partitions with a committed load (the checkpoint exists)."""
-    s = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn:
-        return {r[0] for r in conn.execute(sql.SQL("SELECT partition_key FROM {}.partition_state").format(s))}
-
-
 def owned_rows(settings: Settings, url: str, key: str) -> dict[tuple[str, str, str], bytes]:
     """The rows a partition owns: (doc_type, source_name, doc_path) -> sha256 of the content."""
     s = sql.Identifier(settings.pipeline_schema)

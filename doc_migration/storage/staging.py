@@ -42,6 +42,15 @@ def checksums(settings: Settings, url: str, key: str) -> Checksums:
     return Checksums(row[0], row[1], row[2])
 
 
+def staged_counts(conn: psycopg.Connection, settings: Settings, key: str) -> tuple[int, int]:
+    """(chunks, chunks carrying their own vector) of the partition's staged version."""
+    row = conn.execute(sql.SQL(
+        "SELECT count(*), count(*) FILTER (WHERE carried_embedding IS NOT NULL) FROM {}.staged_chunks "
+        "WHERE partition_key = %s").format(sql.Identifier(settings.pipeline_schema)), (key,)).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
 class StagedWriter:
     """Replaces a partition's staged version in one transaction: chunks stream in through binary
     COPY, :meth:`finish` records the version and commits. Leaving the block without ``finish``
