@@ -220,10 +220,10 @@ def per_doc_type(settings: Settings, url: str, keys: list[str]
             "  coalesce(sum(d.token_count), 0) "
             "FROM {s}.partition_rows pr LEFT JOIN documents d ON d.id = pr.document_id "
             "WHERE pr.partition_key = ANY(%s) GROUP BY 1").format(s=s), (keys,)).fetchall()
-        quarantined = dict(conn.execute(sql.SQL(
+        quarantined: dict[str, int] = dict(conn.execute(sql.SQL(
             "SELECT doc_type, count(*) FROM {}.quarantine WHERE partition_key = ANY(%s) GROUP BY 1").format(s),
             (keys,)).fetchall())
-        loaded = dict(conn.execute(sql.SQL(
+        loaded: dict[str, int] = dict(conn.execute(sql.SQL(
             "SELECT split_part(partition_key, '-', 1), count(*) FROM {}.partition_state "
             "WHERE partition_key = ANY(%s) GROUP BY 1").format(s), (keys,)).fetchall())
     return rows, quarantined, loaded

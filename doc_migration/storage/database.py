@@ -6,10 +6,15 @@ transaction behind, and every error message that leaves this module is scrubbed 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import logging
 import os
 import re
+import select
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -21,6 +26,7 @@ from pgvector.psycopg.halfvec import register_halfvec_info
 from pgvector.psycopg.sparsevec import register_sparsevec_info
 from pgvector.psycopg.vector import register_vector_info
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.types import TypeInfo
 
 from ..config import ConfigError, Settings
@@ -135,13 +141,126 @@ def _register_vector_types(conn: psycopg.Connection) -> None:
         register_sparsevec_info(conn, found["sparsevec"])
 
 
-@contextmanager
-def connection(url: str, **kwargs: bool | int) -> Iterator[psycopg.Connection]:
-    conn = connect(url, **kwargs)  # type: ignore[arg-type]
+class ConnectionPool:
+    """Idle connections kept per process for the short units of work in storage/.
+
+    A run asks for a connection hundreds of times (one per question a check or stage asks);
+    opening each costs a backend fork, authentication and the vector type lookup. A connection
+    goes back only clean: its transaction rolled back, then session settings, temporary tables,
+    cursors, listeners and session advisory locks reset, so the next borrower sees a fresh
+    session. (Not ``DISCARD ALL``: it also drops the statements psycopg has prepared and still
+    believes exist, and the next borrower's query fails on a missing ``_pg3_N``.) Connections that hold state on purpose (run locks, the staging COPY)
+    call connect() and never come here. A child process never reuses its parent's sockets.
+    """
+
+    MAX_IDLE_PER_KEY = 4
+    MAX_IDLE = 8
+    MAX_IDLE_AGE_S = 60.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[tuple[int, str, bool, int], list[tuple[float, psycopg.Connection]]] = {}
+        self._atexit_registered = False
+
+    @contextmanager
+    def connection(self, url: str, *, autocommit: bool = False,
+                   statement_timeout_ms: int = 0) -> Iterator[psycopg.Connection]:
+        key = (os.getpid(), url, autocommit, statement_timeout_ms)
+        conn = self._borrow(key) or connect(url, autocommit=autocommit, statement_timeout_ms=statement_timeout_ms)
+        try:
+            yield conn
+        finally:
+            self._give_back(key, conn)
+
+    def close_all(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        pid = os.getpid()
+        for (owner, *_), conns in idle.items():
+            if owner == pid:  # a forked child must not close (and so send Terminate on) its parent's sockets
+                for _, conn in conns:
+                    conn.close()
+
+    def _borrow(self, key: tuple[int, str, bool, int]) -> psycopg.Connection | None:
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                conns = self._idle.get(key)
+                if not conns:
+                    return None
+                since, conn = conns.pop()
+            if now - since <= self.MAX_IDLE_AGE_S and _alive(conn):
+                return conn
+            conn.close()
+
+    def _give_back(self, key: tuple[int, str, bool, int], conn: psycopg.Connection) -> None:
+        if conn.closed or conn.broken or key[0] != os.getpid() or not _reset(conn):
+            conn.close()
+            return
+        evicted: list[psycopg.Connection] = []
+        with self._lock:
+            conns = self._idle.setdefault(key, [])
+            if len(conns) < self.MAX_IDLE_PER_KEY:
+                conns.append((time.monotonic(), conn))
+            else:
+                evicted.append(conn)
+            evicted += self._evict_oldest()
+            if not self._atexit_registered:
+                # Registered after the embedded server's own exit hook, so it runs before it.
+                atexit.register(self.close_all)
+                self._atexit_registered = True
+        for old in evicted:
+            old.close()
+
+    def _evict_oldest(self) -> list[psycopg.Connection]:
+        """Keep at most MAX_IDLE connections across all databases (a process that visits many
+        databases, like the test suite, must not hoard sockets to each)."""
+        out: list[psycopg.Connection] = []
+        while sum(len(v) for v in self._idle.values()) > self.MAX_IDLE:
+            key = min((k for k, v in self._idle.items() if v), key=lambda k: self._idle[k][0][0])
+            out.append(self._idle[key].pop(0)[1])
+            if not self._idle[key]:
+                del self._idle[key]
+        return out
+
+
+_RESET_SESSION = "CLOSE ALL; RESET ALL; SELECT pg_advisory_unlock_all(); DISCARD TEMP; UNLISTEN *"
+
+
+def _reset(conn: psycopg.Connection) -> bool:
+    """Return the session to a fresh one's state; False if it cannot be trusted to be."""
+    if conn.adapters.types.get("vector") is None:
+        return False  # opened before migrate() created the extension: it lacks the vector adapters
     try:
-        yield conn
-    finally:
-        conn.close()
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            conn.rollback()
+        with conn.transaction():
+            conn.execute(_RESET_SESSION)
+    except psycopg.Error:
+        return False
+    return True
+
+
+def _alive(conn: psycopg.Connection) -> bool:
+    """Whether an idle connection can be trusted, without a round trip. An idle session receives
+    nothing; if its socket is readable the server has said something (a terminated backend after
+    DROP DATABASE ... WITH (FORCE), a restart, an idle timeout), so it is not reused."""
+    if conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return False
+    return not readable
+
+
+POOL = ConnectionPool()
+
+
+def connection(url: str, *, autocommit: bool = False,
+               statement_timeout_ms: int = 0) -> contextlib.AbstractContextManager[psycopg.Connection]:
+    """A clean session for one unit of work, from this process's pool."""
+    return POOL.connection(url, autocommit=autocommit, statement_timeout_ms=statement_timeout_ms)
 
 
 def _migration_files() -> list[tuple[int, str, str]]:

@@ -238,7 +238,7 @@ def partition_facts(settings: Settings, url: str, run_id: str, keys: list[str]) 
         states = conn.execute(sql.SQL(
             "SELECT partition_key, files, documents, chunks, quarantined FROM {}.partition_state "
             "WHERE partition_key = ANY(%s)").format(s), (keys,)).fetchall()
-        rows = dict(conn.execute(sql.SQL(
+        rows: dict[str, int] = dict(conn.execute(sql.SQL(
             "SELECT partition_key, count(*) FROM {}.partition_rows WHERE partition_key = ANY(%s) GROUP BY 1"
         ).format(s), (keys,)).fetchall())
         spend = conn.execute(sql.SQL(
