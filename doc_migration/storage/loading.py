@@ -171,6 +171,21 @@ def _merge(conn: psycopg.Connection, s: sql.Identifier, settings: Settings, key:
     Returns (inserted, updated, deleted, documents written, vectors computed)."""
     params = {"key": key, "model": settings.model_name, "dims": settings.embedding_dims, "load_id": load_id,
               "scope": scope}
+    _diff(conn, s, params)
+    missing = _reuse_stored_vectors(conn, s, params)
+    if compute is None and missing:
+        raise RuntimeError(f"partition {key}: {missing} staged chunks have no embedding; run the embeddings step")
+    _record_undo(conn, s, params)
+    deleted = _delete_gone(conn, s)
+    computed = _compute_missing_vectors(conn, compute) if compute is not None and missing else 0
+    inserted, updated, docs_written = _upsert_changed(conn, s, params)
+    return inserted, updated, deleted, docs_written, computed
+
+
+def _diff(conn: psycopg.Connection, s: sql.Identifier, params: dict[str, Any]) -> None:
+    """Temp tables for this transaction: ``_new`` (the staged version), ``_gone`` (rows the
+    partition owned for these sources that the new version no longer has) and ``_changed`` (new
+    rows whose content, metadata or embedding differ from what is stored)."""
     conn.execute(sql.SQL(
         "CREATE TEMP TABLE _new ON COMMIT DROP AS "
         "SELECT st.id, st.doc_type, st.source_name, st.doc_path, st.source_file, st.document_path, st.content, "
@@ -178,13 +193,11 @@ def _merge(conn: psycopg.Connection, s: sql.Identifier, settings: Settings, key:
         "       CASE WHEN st.carried_embedding IS NOT NULL THEN 'carried' ELSE %(model)s END AS embed_key, "
         "       {has} AS has_vector "
         "FROM {s}.staged_chunks st WHERE st.partition_key = %(key)s").format(s=s, has=_has_vector(s)), params)
-    # Rows this partition owned (for these sources) that the new version no longer has.
     conn.execute(sql.SQL(
         "CREATE TEMP TABLE _gone ON COMMIT DROP AS SELECT pr.* FROM {s}.partition_rows pr "
         "WHERE pr.partition_key = %(key)s AND pr.source_name = ANY(%(scope)s) AND NOT EXISTS (SELECT 1 FROM _new n "
         "WHERE n.doc_type = pr.doc_type AND n.source_name = pr.source_name AND n.doc_path = pr.doc_path)"
     ).format(s=s), params)
-    # New rows whose content, metadata or embedding differ from what is stored.
     conn.execute(sql.SQL(
         "CREATE TEMP TABLE _changed ON COMMIT DROP AS SELECT n.* FROM _new n WHERE NOT EXISTS ("
         "  SELECT 1 FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
@@ -192,8 +205,12 @@ def _merge(conn: psycopg.Connection, s: sql.Identifier, settings: Settings, key:
         "    AND pr.partition_key = %(key)s AND pr.text_sha = n.text_sha AND pr.embed_key = n.embed_key "
         "    AND d.content = n.content AND d.metadata = n.metadata AND d.token_count = n.token_count "
         "    AND d.embedding IS NOT NULL)").format(s=s), params)
-    # A changed row whose exact text is stored already (metadata changed, chunk renumbered, file
-    # moved) keeps that vector: same model, same text, same vector; nothing is recomputed or paid.
+
+
+def _reuse_stored_vectors(conn: psycopg.Connection, s: sql.Identifier, params: dict[str, Any]) -> int:
+    """A changed row whose exact text is stored already (metadata changed, chunk renumbered, file
+    moved) keeps that vector: same model, same text, same vector; nothing is recomputed or paid.
+    Fills ``_vec``; returns how many changed rows still have no vector anywhere."""
     conn.execute("CREATE TEMP TABLE _vec (id uuid PRIMARY KEY, embedding vector) ON COMMIT DROP")
     conn.execute(sql.SQL(
         "INSERT INTO _vec (id, embedding) SELECT DISTINCT ON (ch.id) ch.id, d.embedding FROM _changed ch "
@@ -203,18 +220,22 @@ def _merge(conn: psycopg.Connection, s: sql.Identifier, settings: Settings, key:
         params)
     missing = conn.execute("SELECT count(*) FROM _changed ch WHERE NOT ch.has_vector "
                            "AND NOT EXISTS (SELECT 1 FROM _vec v WHERE v.id = ch.id)").fetchone()
-    if compute is None and missing and missing[0]:
-        raise RuntimeError(f"partition {key}: {missing[0]} staged chunks have no embedding; run the embeddings step")
+    return int(missing[0]) if missing else 0
 
-    undo_cols = sql.SQL(
-        "load_id, document_id, op, doc_type, source_name, doc_path, content, metadata, embedding, token_count, "
-        "created_at, updated_at, prev_partition_key, prev_source_file, prev_document_path, prev_text_sha, "
-        "prev_embed_key")
+
+_UNDO_COLS = sql.SQL(
+    "load_id, document_id, op, doc_type, source_name, doc_path, content, metadata, embedding, token_count, "
+    "created_at, updated_at, prev_partition_key, prev_source_file, prev_document_path, prev_text_sha, "
+    "prev_embed_key")
+
+
+def _record_undo(conn: psycopg.Connection, s: sql.Identifier, params: dict[str, Any]) -> None:
+    """What rollback needs to put back: every row the load will delete, update or insert, as it was."""
     conn.execute(sql.SQL(
         "INSERT INTO {s}.load_undo ({cols}) SELECT %(load_id)s, d.id, 'delete', d.doc_type, d.source_name, "
         "d.doc_path, d.content, d.metadata, d.embedding, d.token_count, d.created_at, d.updated_at, g.partition_key, "
         "g.source_file, g.document_path, g.text_sha, g.embed_key FROM _gone g JOIN documents d ON d.id = g.document_id"
-    ).format(s=s, cols=undo_cols), params)
+    ).format(s=s, cols=_UNDO_COLS), params)
     conn.execute(sql.SQL(
         "INSERT INTO {s}.load_undo ({cols}) SELECT %(load_id)s, coalesce(d.id, c.id), "
         "CASE WHEN d.id IS NULL THEN 'insert' ELSE 'update' END, c.doc_type, c.source_name, c.doc_path, "
@@ -222,30 +243,41 @@ def _merge(conn: psycopg.Connection, s: sql.Identifier, settings: Settings, key:
         "pr.source_file, pr.document_path, pr.text_sha, pr.embed_key FROM _changed c "
         "LEFT JOIN documents d ON d.doc_type = c.doc_type AND d.source_name = c.source_name AND d.doc_path = c.doc_path "
         "LEFT JOIN {s}.partition_rows pr ON pr.doc_type = c.doc_type AND pr.source_name = c.source_name "
-        "  AND pr.doc_path = c.doc_path").format(s=s, cols=undo_cols), params)
+        "  AND pr.doc_path = c.doc_path").format(s=s, cols=_UNDO_COLS), params)
 
+
+def _delete_gone(conn: psycopg.Connection, s: sql.Identifier) -> int:
     deleted = conn.execute("DELETE FROM documents d USING _gone g WHERE d.id = g.document_id").rowcount
     crash_point("load-during-write")
     conn.execute(sql.SQL("DELETE FROM {s}.partition_rows pr USING _gone g WHERE pr.partition_key = g.partition_key "
                          "AND pr.document_id = g.document_id").format(s=s))
+    return deleted
+
+
+def _compute_missing_vectors(conn: psycopg.Connection, compute: Embedder) -> int:
+    """Vectors of a non-cacheable embedder for the changed rows that have none, into ``_vec``."""
     computed = 0
-    if compute is not None and missing and missing[0]:
-        after = None
-        while True:  # keyset pages: the temp tables are visible to this connection only
-            rows = conn.execute(
-                "SELECT id, content FROM _changed ch WHERE NOT has_vector AND (%s::uuid IS NULL OR id > %s::uuid) "
-                "AND NOT EXISTS (SELECT 1 FROM _vec v WHERE v.id = ch.id) ORDER BY id LIMIT %s",
-                (after, after, STREAM_BATCH)).fetchall()
-            if not rows:
-                break
-            vectors = compute.embed([r[1] for r in rows])
-            check_vectors(vectors, len(rows), compute.dims)
-            with conn.cursor() as cur, cur.copy("COPY _vec (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
-                copy.set_types(["uuid", "vector"])
-                for r, v in zip(rows, vectors, strict=True):
-                    copy.write_row((r[0], v))
-            computed += len(rows)
-            after = rows[-1][0]
+    after = None
+    while True:  # keyset pages: the temp tables are visible to this connection only
+        rows = conn.execute(
+            "SELECT id, content FROM _changed ch WHERE NOT has_vector AND (%s::uuid IS NULL OR id > %s::uuid) "
+            "AND NOT EXISTS (SELECT 1 FROM _vec v WHERE v.id = ch.id) ORDER BY id LIMIT %s",
+            (after, after, STREAM_BATCH)).fetchall()
+        if not rows:
+            return computed
+        vectors = compute.embed([r[1] for r in rows])
+        check_vectors(vectors, len(rows), compute.dims)
+        with conn.cursor() as cur, cur.copy("COPY _vec (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["uuid", "vector"])
+            for r, v in zip(rows, vectors, strict=True):
+                copy.write_row((r[0], v))
+        computed += len(rows)
+        after = rows[-1][0]
+
+
+def _upsert_changed(conn: psycopg.Connection, s: sql.Identifier, params: dict[str, Any]) -> tuple[int, int, int]:
+    """Write ``_changed`` into ``documents`` and the partition's ownership rows in one statement.
+    Returns (inserted, updated, documents written)."""
     written = conn.execute(sql.SQL(
         "WITH up AS ("
         "  INSERT INTO documents (id, doc_type, source_name, doc_path, content, metadata, embedding, token_count) "
@@ -274,7 +306,19 @@ def _merge(conn: psycopg.Connection, s: sql.Identifier, settings: Settings, key:
         "FROM up JOIN _changed c USING (doc_type, source_name, doc_path)"
     ).format(s=s), params).fetchone()
     assert written is not None
-    return int(written[0]), int(written[1]), deleted, int(written[2]), computed
+    return int(written[0]), int(written[1]), int(written[2])
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """The staged_partitions row a load consumes."""
+    checksum: str
+    files: int
+    documents: int
+    chunks: int
+    quarantine: list[dict[str, Any]]
+    staged_at: Any
+    scope: list[str]
 
 
 def load_partition(settings: Settings, url: str, key: str, run_id: str,
@@ -288,93 +332,22 @@ def load_partition(settings: Settings, url: str, key: str, run_id: str,
                            f"{settings.model_name}/{settings.embedding_dims}")
     with connection(url) as conn:
         lock_partition_xact(conn, key)
-        staged = conn.execute(sql.SQL(
+        row = conn.execute(sql.SQL(
             "SELECT checksum, files, documents, chunks, quarantine, staged_at, sources FROM {}.staged_partitions "
             "WHERE partition_key = %s").format(s), (key,)).fetchone()
-        if staged is None:
+        if row is None:
             state = conn.execute(sql.SQL("SELECT documents, chunks FROM {}.partition_state WHERE partition_key = %s")
                                  .format(s), (key,)).fetchone()
             conn.rollback()
             if state is not None:
                 return LoadResult(key, "unchanged", documents=state[0], chunks=state[1])
             return LoadResult(key, "nothing-staged")
-        checksum, files, documents, chunks, quarantine, staged_at, scope = staged
-
-        prev_quarantine = conn.execute(sql.SQL(
-            "SELECT coalesce(json_agg(row_to_json(q)), '[]'::json)::text FROM {}.quarantine q "
-            "WHERE partition_key = %s AND source_name = ANY(%s)").format(s), (key, scope)).fetchone()
-        row = conn.execute(sql.SQL(
-            "INSERT INTO {}.loads (run_id, partition_key, checksum, files, documents, documents_written, chunks, "
-            "rows_inserted, rows_updated, rows_deleted, quarantined, started_at, status, sources, prev_state, "
-            "prev_quarantine, quarantine, manifest) VALUES (%s,%s,%s,%s,%s,0,%s,0,0,0,%s,%s,'loading',%s,%s::jsonb,"
-            "%s::jsonb,%s,%s) RETURNING load_id").format(s),
-            (run_id, key, checksum, files, documents, chunks, len(quarantine), staged_at, scope,
-             _state_json(conn, s, key), prev_quarantine[0] if prev_quarantine else "[]",
-             json.dumps(quarantine), str(settings.sources_path))).fetchone()
-        assert row is not None
-        load_id = int(row[0])
-
-        outcome: tuple[int, int, int, int, int] | None = None
-        owns_rows = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.partition_rows WHERE partition_key = %s)")
-                                 .format(s), (key,)).fetchone()
-        if owns_rows is not None and not owns_rows[0]:
-            if compute is None:
-                missing = conn.execute(sql.SQL(
-                    "SELECT count(*) FROM {s}.staged_chunks st WHERE st.partition_key = %(key)s AND NOT {has}").format(
-                        s=s, has=_has_vector(s)),
-                    {"key": key, "model": settings.model_name, "dims": settings.embedding_dims}).fetchone()
-                if missing and missing[0]:
-                    raise RuntimeError(f"partition {key}: {missing[0]} staged chunks have no embedding; "
-                                       "run the embeddings step")
-            try:
-                with conn.transaction():  # a savepoint: rows owned elsewhere send the load to the merge path
-                    inserted, computed = _write_fresh(conn, url, s, settings, key, load_id, compute)
-                    docs = conn.execute(sql.SQL(
-                        "SELECT count(DISTINCT document_path) FROM {}.staged_chunks WHERE partition_key = %s").format(s),
-                        (key,)).fetchone()
-                outcome = (inserted, 0, 0, int(docs[0]) if docs else 0, computed)
-            except psycopg.errors.UniqueViolation:
-                outcome = None
-        if outcome is None:
-            outcome = _merge(conn, s, settings, key, list(scope), load_id, compute)
-        inserted, updated, deleted, docs_written, computed = outcome
-
-        conn.execute(sql.SQL(
-            "INSERT INTO document_sources (doc_type, source_name, config, enabled, last_updated) "
-            "SELECT DISTINCT doc_type, source_name, '{{\"managed_by\": \"doc_migration\"}}'::jsonb, true, now() "
-            "FROM {}.staged_chunks WHERE partition_key = %s ORDER BY 1, 2 "  # one lock order: no deadlocks
-            "ON CONFLICT (doc_type, source_name) DO UPDATE SET last_updated = now(), updated_at = now()").format(s),
-            (key,))
-        conn.execute(sql.SQL("DELETE FROM {}.quarantine WHERE partition_key = %s AND source_name = ANY(%s)").format(s),
-                     (key, scope))
-        for q in quarantine:
-            conn.execute(sql.SQL(
-                "INSERT INTO {}.quarantine (partition_key, source_name, rel_path, doc_type, stage, reason, hint, run_id, "
-                "format, detected_by) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING").format(s),
-                (key, q["source_name"], q["path"], q["doc_type"], q["stage"], q["reason"], q.get("hint", ""), run_id,
-                 q.get("format"), q.get("detected_by")))
-        owned = conn.execute(sql.SQL(
-            "SELECT count(*), count(DISTINCT (doc_type, source_name, document_path)) FROM {}.partition_rows "
-            "WHERE partition_key = %s").format(s), (key,)).fetchone()
-        assert owned is not None
-        conn.execute(sql.SQL(
-            "INSERT INTO {}.partition_state (partition_key, checksum, run_id, load_id, files, documents, chunks, "
-            "quarantined) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (partition_key) DO UPDATE SET "
-            "checksum = EXCLUDED.checksum, run_id = EXCLUDED.run_id, load_id = EXCLUDED.load_id, files = EXCLUDED.files, "
-            "documents = EXCLUDED.documents, chunks = EXCLUDED.chunks, quarantined = EXCLUDED.quarantined, "
-            "loaded_at = now()").format(s),
-            (key, checksum, run_id, load_id, files, int(owned[1]), int(owned[0]), len(quarantine)))
-        conn.execute(sql.SQL(
-            "UPDATE {}.loads SET status = 'committed', documents_written = %s, rows_inserted = %s, rows_updated = %s, "
-            "rows_deleted = %s, committed_at = now() WHERE load_id = %s").format(s),
-            (docs_written, inserted, updated, deleted, load_id))
-        # Keep undo data for the last few loads of the partition only.
-        conn.execute(sql.SQL(
-            "WITH old AS (SELECT load_id FROM {s}.loads WHERE partition_key = %s AND undo_kept "
-            "  ORDER BY load_id DESC OFFSET %s), "
-            "u AS (UPDATE {s}.loads SET undo_kept = false WHERE load_id IN (SELECT load_id FROM old)) "
-            "DELETE FROM {s}.load_undo WHERE load_id IN (SELECT load_id FROM old)").format(s=s),
-            (key, UNDO_KEPT_LOADS))
+        staged = _Staged(row[0], row[1], row[2], row[3], row[4], row[5], list(row[6]))
+        load_id = _open_load(conn, s, settings, key, run_id, staged)
+        inserted, updated, deleted, docs_written, computed = _write_rows(conn, url, s, settings, key, load_id,
+                                                                         staged.scope, compute)
+        _record_sources_and_quarantine(conn, s, key, run_id, staged)
+        _close_load(conn, s, key, run_id, load_id, staged, (docs_written, inserted, updated, deleted))
         if computed:
             record_spend(conn, settings, run_id, key, settings.model_name, inputs=computed,
                          seconds=time.perf_counter() - start)
@@ -384,5 +357,95 @@ def load_partition(settings: Settings, url: str, key: str, run_id: str,
         crash_point("load-before-commit")
         conn.commit()
         crash_point("load-after-commit")
-    return LoadResult(key, "loaded", load_id, files, documents, docs_written, chunks, inserted, updated, deleted,
-                      len(quarantine), time.perf_counter() - start)
+    return LoadResult(key, "loaded", load_id, staged.files, staged.documents, docs_written, staged.chunks, inserted,
+                      updated, deleted, len(staged.quarantine), time.perf_counter() - start)
+
+
+def _open_load(conn: psycopg.Connection, s: sql.Identifier, settings: Settings, key: str, run_id: str,
+               staged: _Staged) -> int:
+    """The ledger row, with the state and quarantine list the load replaces (for rollback)."""
+    prev_quarantine = conn.execute(sql.SQL(
+        "SELECT coalesce(json_agg(row_to_json(q)), '[]'::json)::text FROM {}.quarantine q "
+        "WHERE partition_key = %s AND source_name = ANY(%s)").format(s), (key, staged.scope)).fetchone()
+    row = conn.execute(sql.SQL(
+        "INSERT INTO {}.loads (run_id, partition_key, checksum, files, documents, documents_written, chunks, "
+        "rows_inserted, rows_updated, rows_deleted, quarantined, started_at, status, sources, prev_state, "
+        "prev_quarantine, quarantine, manifest) VALUES (%s,%s,%s,%s,%s,0,%s,0,0,0,%s,%s,'loading',%s,%s::jsonb,"
+        "%s::jsonb,%s,%s) RETURNING load_id").format(s),
+        (run_id, key, staged.checksum, staged.files, staged.documents, staged.chunks, len(staged.quarantine),
+         staged.staged_at, staged.scope, _state_json(conn, s, key), prev_quarantine[0] if prev_quarantine else "[]",
+         json.dumps(staged.quarantine), str(settings.sources_path))).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _write_rows(conn: psycopg.Connection, url: str, s: sql.Identifier, settings: Settings, key: str, load_id: int,
+                scope: list[str], compute: Embedder | None) -> tuple[int, int, int, int, int]:
+    """Fresh path when the partition owns no rows, merge path otherwise (or when the fresh insert
+    meets rows owned elsewhere). Returns (inserted, updated, deleted, documents written, computed)."""
+    owns_rows = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.partition_rows WHERE partition_key = %s)")
+                             .format(s), (key,)).fetchone()
+    if owns_rows is not None and not owns_rows[0]:
+        if compute is None:
+            missing = conn.execute(sql.SQL(
+                "SELECT count(*) FROM {s}.staged_chunks st WHERE st.partition_key = %(key)s AND NOT {has}").format(
+                    s=s, has=_has_vector(s)),
+                {"key": key, "model": settings.model_name, "dims": settings.embedding_dims}).fetchone()
+            if missing and missing[0]:
+                raise RuntimeError(f"partition {key}: {missing[0]} staged chunks have no embedding; "
+                                   "run the embeddings step")
+        try:
+            with conn.transaction():  # a savepoint: rows owned elsewhere send the load to the merge path
+                inserted, computed = _write_fresh(conn, url, s, settings, key, load_id, compute)
+                docs = conn.execute(sql.SQL(
+                    "SELECT count(DISTINCT document_path) FROM {}.staged_chunks WHERE partition_key = %s").format(s),
+                    (key,)).fetchone()
+            return inserted, 0, 0, int(docs[0]) if docs else 0, computed
+        except psycopg.errors.UniqueViolation:
+            pass
+    return _merge(conn, s, settings, key, scope, load_id, compute)
+
+
+def _record_sources_and_quarantine(conn: psycopg.Connection, s: sql.Identifier, key: str, run_id: str,
+                                   staged: _Staged) -> None:
+    """The doc-server's source list, and the partition's quarantine list replaced for its sources."""
+    conn.execute(sql.SQL(
+        "INSERT INTO document_sources (doc_type, source_name, config, enabled, last_updated) "
+        "SELECT DISTINCT doc_type, source_name, '{{\"managed_by\": \"doc_migration\"}}'::jsonb, true, now() "
+        "FROM {}.staged_chunks WHERE partition_key = %s ORDER BY 1, 2 "  # one lock order: no deadlocks
+        "ON CONFLICT (doc_type, source_name) DO UPDATE SET last_updated = now(), updated_at = now()").format(s),
+        (key,))
+    conn.execute(sql.SQL("DELETE FROM {}.quarantine WHERE partition_key = %s AND source_name = ANY(%s)").format(s),
+                 (key, staged.scope))
+    for q in staged.quarantine:
+        conn.execute(sql.SQL(
+            "INSERT INTO {}.quarantine (partition_key, source_name, rel_path, doc_type, stage, reason, hint, run_id, "
+            "format, detected_by) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING").format(s),
+            (key, q["source_name"], q["path"], q["doc_type"], q["stage"], q["reason"], q.get("hint", ""), run_id,
+             q.get("format"), q.get("detected_by")))
+
+
+def _close_load(conn: psycopg.Connection, s: sql.Identifier, key: str, run_id: str, load_id: int,
+                staged: _Staged, counts: tuple[int, int, int, int]) -> None:
+    """The partition's new state and the committed ledger row; undo data beyond the kept loads dropped.
+    ``counts`` is (documents written, inserted, updated, deleted)."""
+    owned = conn.execute(sql.SQL(
+        "SELECT count(*), count(DISTINCT (doc_type, source_name, document_path)) FROM {}.partition_rows "
+        "WHERE partition_key = %s").format(s), (key,)).fetchone()
+    assert owned is not None
+    conn.execute(sql.SQL(
+        "INSERT INTO {}.partition_state (partition_key, checksum, run_id, load_id, files, documents, chunks, "
+        "quarantined) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (partition_key) DO UPDATE SET "
+        "checksum = EXCLUDED.checksum, run_id = EXCLUDED.run_id, load_id = EXCLUDED.load_id, files = EXCLUDED.files, "
+        "documents = EXCLUDED.documents, chunks = EXCLUDED.chunks, quarantined = EXCLUDED.quarantined, "
+        "loaded_at = now()").format(s),
+        (key, staged.checksum, run_id, load_id, staged.files, int(owned[1]), int(owned[0]), len(staged.quarantine)))
+    conn.execute(sql.SQL(
+        "UPDATE {}.loads SET status = 'committed', documents_written = %s, rows_inserted = %s, rows_updated = %s, "
+        "rows_deleted = %s, committed_at = now() WHERE load_id = %s").format(s), (*counts, load_id))
+    conn.execute(sql.SQL(
+        "WITH old AS (SELECT load_id FROM {s}.loads WHERE partition_key = %s AND undo_kept "
+        "  ORDER BY load_id DESC OFFSET %s), "
+        "u AS (UPDATE {s}.loads SET undo_kept = false WHERE load_id IN (SELECT load_id FROM old)) "
+        "DELETE FROM {s}.load_undo WHERE load_id IN (SELECT load_id FROM old)").format(s=s),
+        (key, UNDO_KEPT_LOADS))
