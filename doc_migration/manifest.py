@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -282,6 +283,26 @@ class SourceItem:
     fingerprint: str | None = None  # change detector for items that are not files (legacy DB crates)
 
 
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.scandir gave surrogate escapes for undecodable bytes
+        return False
+    return True
+
+
+def _file_kind(entry: os.DirEntry[str]) -> str:
+    try:
+        mode = entry.stat(follow_symlinks=False).st_mode
+    except OSError:
+        return "unknown type"
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "unknown type"
+
+
 def _walk(root: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
     """Iterative walk (no recursion limit) that does not follow directory symlinks."""
     stack = [("", root)]
@@ -344,17 +365,28 @@ def discover(manifest: Manifest, partitions: set[str] | None = None) -> Iterator
             else:
                 doc_type = src.doc_type
             source_name = src.source_name_for(doc_type)
+            refusal = None
+            if not _is_utf8(rel):
+                # A POSIX name that is not UTF-8 cannot be a doc_path (PostgreSQL text) as it is:
+                # refused under its escaped name, which is what the operator sees in the quarantine.
+                rel = os.fsencode(rel).decode("utf-8", "backslashreplace")
+                refusal = ("file name is not valid UTF-8 (shown with \\x escapes); rename the file "
+                           "to UTF-8 to load it")
             key = partition_key(doc_type, shard_of(source_name, rel, manifest.shards))
             if partitions is not None and key not in partitions:
                 continue
-            refusal = None
             size = 0
-            if entry.is_symlink():
+            if refusal is not None:
+                pass
+            elif entry.is_symlink():
                 target = os.path.realpath(entry.path)
                 if os.path.commonpath([root_real, target]) != root_real:
                     refusal = "symlink escapes the source folder"
                 elif not os.path.isfile(target):
                     refusal = "symlink does not point to a regular file"
+            elif not entry.is_file(follow_symlinks=False):
+                refusal = (f"not a regular file ({_file_kind(entry)}); it is never opened: "
+                           "exclude it in the manifest or replace it with the file it stands for")
             if refusal is None:
                 try:
                     size = entry.stat().st_size

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 
 from ..config import Settings
@@ -26,11 +28,20 @@ class PartitionScan:
 
 
 def file_sha256(path: str, max_bytes: int) -> tuple[str | None, str | None]:
-    """(sha256, refusal). Oversized files are refused before being read."""
+    """(sha256, refusal). Opened without blocking and checked to be a regular file once open (a
+    FIFO swapped in after the walk would otherwise hang the run), and read at most to the limit."""
     h = hashlib.sha256()
+    read = 0
     try:
-        with open(path, "rb") as fh:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb", closefd=True) as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None, "not a regular file; it is never read: exclude it in the manifest"
             while block := fh.read(1 << 20):
+                read += len(block)
+                if read > max_bytes:
+                    return None, (f"file too large: grew past the limit {max_bytes:,} bytes while being read "
+                                  "(raise limits.max_file_bytes in the manifest or exclude the file)")
                 h.update(block)
     except OSError as exc:
         return None, f"cannot read file: {exc.strerror}"
