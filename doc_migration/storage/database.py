@@ -224,9 +224,6 @@ class ConnectionPool:
         return out
 
 
-_RESET_SESSION = "CLOSE ALL; RESET ALL; SELECT pg_advisory_unlock_all(); DISCARD TEMP; UNLISTEN *"
-
-
 def _reset(conn: psycopg.Connection) -> bool:
     """Return the session to a fresh one's state; False if it cannot be trusted to be."""
     if conn.adapters.types.get("vector") is None:
@@ -235,7 +232,7 @@ def _reset(conn: psycopg.Connection) -> bool:
         if conn.info.transaction_status != TransactionStatus.IDLE:
             conn.rollback()
         with conn.transaction():
-            conn.execute(_RESET_SESSION)
+            conn.execute("CLOSE ALL; RESET ALL; SELECT pg_advisory_unlock_all(); DISCARD TEMP; UNLISTEN *")
     except psycopg.Error:
         return False
     return True
