@@ -349,7 +349,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     d = plan.as_dict()
     eta = f"{d['estimated_embed_seconds']} s at the configured TPM" if d["estimated_embed_seconds"] else "n/a"
     human = (f"plan ({settings.model_name}): partitions new {len(d['partitions_new'])}, changed "
-             f"{len(d['partitions_changed'])}, unchanged {len(d['partitions_unchanged'])}; chunks new "
+             f"{len(d['partitions_changed'])}, unchanged {len(d['partitions_unchanged'])}; files to parse "
+             f"{d['files_to_parse']} (new {d['files_new']}, changed {d['files_changed']}, settings changed "
+             f"{d['files_version_changed']}), deleted {d['files_deleted']}, unchanged {d['files_unchanged']}; chunks new "
              f"{d['chunks_new']}, changed {d['chunks_changed']}, unchanged {d['chunks_unchanged']}, to delete "
              f"{d['chunks_to_delete']}; to embed {d['chunks_to_embed']} chunks / {d['tokens_to_embed']} tokens "
              f"after {d['cache_hits']} cache hits; estimated ${d['estimated_dollars']:.4f}; embedding time {eta}; "

@@ -15,7 +15,7 @@ def _settings(tmp_path: Path, url: str, dims: int = 3072) -> Settings:
 
 def test_migrations_apply_once_and_are_recorded(tmp_path: Path, database_url: str) -> None:
     first = migrate(_settings(tmp_path, database_url), database_url)
-    assert first["applied"] == [1, 2, 3, 4, 5, 6, 7] and first["pgvector"] >= "0.7"
+    assert first["applied"] == [1, 2, 3, 4, 5, 6, 7, 8] and first["pgvector"] >= "0.7"
     second = migrate(_settings(tmp_path, database_url), database_url)
     assert second["applied"] == []
     with psycopg.connect(database_url) as conn:
@@ -24,7 +24,7 @@ def test_migrations_apply_once_and_are_recorded(tmp_path: Path, database_url: st
                               "WHERE attrelid = 'documents'::regclass AND attname = 'embedding'").fetchone()
         public_tables = {r[0] for r in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert versions == [1, 2, 3, 4, 5, 6, 7]
+    assert versions == [1, 2, 3, 4, 5, 6, 7, 8]
     assert typmod == ("vector(3072)",)
     assert public_tables == {"documents", "document_sources"}, "bookkeeping must stay out of the doc-server schema"
 

@@ -20,8 +20,8 @@ from dagster import AssetExecutionContext
 from ..embedding.pricing import estimate_cost
 from ..pipeline import interrupt, progress
 from ..pipeline.embed import embed_partition
-from ..pipeline.parse import stage_partition
 from ..pipeline.scan import scan
+from ..pipeline.stage import stage_partition
 from ..storage import check_results, ledger
 from ..storage.database import ensure_vector_index, explain_error
 from ..storage.loading import load_partition
@@ -208,12 +208,15 @@ def parsed_docs(context: AssetExecutionContext, migration: MigrationResource) ->
     for q in quarantined:
         context.log.warning(f"quarantined {q['doc_type']}/{q['path']}: {q['reason']}")
     by_key: dict[str, dict[str, Any]] = {k: {
-        "status": r.status, "files": r.files, "documents": r.documents, "chunks": r.chunks,
+        "status": r.status, "files": r.files, "files_parsed": r.files_parsed, "files_deleted": r.files_deleted,
+        "incremental": r.incremental, "documents": r.documents, "chunks": r.chunks,
         "quarantined": len(r.quarantined), "quarantine": dg.MetadataValue.json(r.quarantined[:200]),
         "seconds": round(r.seconds, 3)} for k, r in results.items()}
     return per_partition_metadata(context, {**by_key, **_failed(failed)}, {
         "partitions_staged": sum(1 for r in results.values() if r.status == "staged"),
         "partitions_unchanged": sum(1 for r in results.values() if r.status == "unchanged"),
+        "files_parsed": sum(r.files_parsed for r in results.values()),
+        "files_deleted": sum(r.files_deleted for r in results.values()),
         "documents": sum(r.documents for r in results.values()),
         "chunks": sum(r.chunks for r in results.values()),
         "quarantined": len(quarantined),

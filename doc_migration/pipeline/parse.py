@@ -1,8 +1,7 @@
-"""Stage 2, parsed docs: parse and chunk the files of changed partitions into the staging tables.
+"""Stage 2, parsed docs: read, parse and chunk one file into staged rows.
 
 ``parse_file`` is a pure function of (file, configuration) so it can run in a worker process;
-``stage_partition`` writes a partition's chunks and quarantine list in one transaction, so a
-crash leaves either the complete staged version or the previous one.
+``pipeline/stage.py`` decides which files to parse and writes the partition's staged version.
 """
 
 from __future__ import annotations
@@ -22,14 +21,10 @@ import numpy as np
 
 from ..chunking import chunk_document
 from ..config import Settings
-from ..faults import crash_point
 from ..manifest import LEGACY_FORMAT, ChunkingConfig, Manifest
 from ..redaction import redact
 from ..sources.base import ParseContext, ParsedDocument, ParseLimits, QuarantineError
 from ..sources.registry import Detection, detect, get_parser
-from ..storage import staging
-from ..storage.scans import scanned_files
-from .progress import Tally
 from .workers import run_bounded
 
 NOT_READ = "unread"  # format of a file refused before its bytes were read (too large, unreadable)
@@ -294,18 +289,6 @@ def parse_files(jobs: list[FileJob], parallel: int) -> Iterable[FileResult]:
                            initializer=worker_init, preload=PRELOAD)
 
 
-@dataclass
-class StageResult:
-    key: str
-    status: str  # "unchanged" | "staged" | "already-staged"
-    checksum: str
-    files: int = 0
-    documents: int = 0
-    chunks: int = 0
-    quarantined: list[dict[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-
 def make_job(settings: Settings, manifest: Manifest, source_name: str, rel_path: str, doc_type: str, fmt: str,
              refusal: str | None) -> FileJob:
     src = next(s for s in manifest.sources if s.source_name_for(doc_type) == source_name)
@@ -327,55 +310,3 @@ def _read_legacy(job: FileJob) -> list[ParsedDocument]:
     except LegacyDatabaseError as exc:
         raise QuarantineError(f"cannot read crate from the legacy database: {exc}", "check the legacy database",
                               stage="read") from None
-
-
-def file_jobs(settings: Settings, manifest: Manifest, url: str, key: str) -> list[FileJob]:
-    """The partition's files as recorded by its latest scan (so every pod parses the same list)."""
-    return [make_job(settings, manifest, *row) for row in scanned_files(settings, url, key)]
-
-
-def stage_partition(settings: Settings, manifest: Manifest, url: str, key: str, run_id: str,
-                    parallel: int = 1, tally: Tally | None = None) -> StageResult:
-    """``tally`` counts parsed files across the run's partitions (progress of a long parse)."""
-    start = time.perf_counter()
-    sums = staging.checksums(settings, url, key)
-    if sums.scanned is None:
-        raise RuntimeError(f"partition {key} has not been scanned: materialize source_manifest first")
-    checksum = sums.scanned
-    if sums.loaded == checksum:
-        return StageResult(key, "unchanged", checksum, seconds=time.perf_counter() - start)
-    if sums.staged == checksum:
-        return StageResult(key, "already-staged", checksum, seconds=time.perf_counter() - start)
-
-    jobs = file_jobs(settings, manifest, url, key)
-    result = StageResult(key, "staged", checksum, files=len(jobs))
-    if tally is not None:
-        tally.add_total(len(jobs))
-    scope = manifest.source_names_for(key)
-    with staging.StagedWriter(settings, url, key) as writer:
-        seen: set[tuple[str, str, str]] = set()
-        for fr in parse_files(jobs, parallel):
-            if tally is not None:
-                tally.advance()
-            if fr.quarantine is None:
-                dup = next((r for r in fr.rows if (r[1], r[2], r[3]) in seen), None)
-                if dup is not None:
-                    fr.quarantine = {"path": fr.rel_path, "source_name": fr.source_name, "doc_type": dup[1],
-                                     "stage": "parse", "reason": f"document path {dup[3]!r} already produced by "
-                                     "another file of this partition", "hint": "make document paths unique",
-                                     "format": fr.fmt, "detected_by": fr.detected_by}
-            result.quarantined.extend(fr.partial)
-            if fr.quarantine is not None:
-                result.quarantined.append(fr.quarantine)
-                continue
-            crash_point("parse-file")
-            for row in fr.rows:
-                seen.add((row[1], row[2], row[3]))
-                scope.add(row[2])
-                writer.write_chunk(row)
-            result.documents += fr.documents
-            result.chunks += len(fr.rows)
-        writer.finish(checksum, run_id, result.files, result.documents, result.chunks, result.quarantined,
-                      sorted(scope))
-    result.seconds = time.perf_counter() - start
-    return result

@@ -1,7 +1,8 @@
 """What a run would do and cost, computed without embedding or writing anything.
 
-Parsing and chunking are run for changed partitions (they are cheap and offline); every chunk's
-text hash is looked up in the embedding cache, so the token estimate is what the run will send.
+Only the files a run would parse are parsed (new files, changed bytes, or a setting that shapes
+their rows changed; they are cheap and offline); every chunk's text hash is looked up in the
+embedding cache, so the token estimate is what the run will send.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 
 from ..config import Settings
 from ..manifest import Manifest
-from ..storage import embedding_cache, ledger
+from ..storage import embedding_cache, file_state, ledger
+from .changes import FileChanges, partition_changes
 from .parse import make_job, parse_files
 from .scan import scan
 
@@ -22,6 +24,13 @@ class Plan:
     partitions_new: list[str] = field(default_factory=list)
     partitions_changed: list[str] = field(default_factory=list)
     partitions_unchanged: list[str] = field(default_factory=list)
+    files_total: int = 0
+    files_to_parse: int = 0  # new + changed + version changed: the only files the run reads
+    files_new: int = 0
+    files_changed: int = 0  # bytes differ
+    files_version_changed: int = 0  # same bytes, a setting that shapes their rows changed
+    files_deleted: int = 0
+    files_unchanged: int = 0
     documents: int = 0
     chunks_total: int = 0
     chunks_new: int = 0
@@ -41,6 +50,17 @@ class Plan:
         return asdict(self)
 
 
+def _count_files(plan: Plan, changes: FileChanges) -> None:
+    plan.files_to_parse += len(changes.parse)
+    plan.files_new += changes.new
+    plan.files_changed += changes.changed
+    plan.files_version_changed += changes.version_changed
+    plan.files_deleted += len(changes.deleted)
+    plan.files_unchanged += len(changes.unchanged)
+    plan.chunks_unchanged += changes.unchanged_chunks
+    plan.chunks_total += changes.unchanged_chunks
+
+
 def make_plan(settings: Settings, manifest: Manifest, url: str, keys: list[str], parallel: int = 1,
               tpm: int | None = None) -> Plan:
     start = time.perf_counter()
@@ -56,14 +76,21 @@ def make_plan(settings: Settings, manifest: Manifest, url: str, keys: list[str],
         else:
             plan.partitions_unchanged.append(key)
             plan.chunks_unchanged += owned.get(key, 0)
+            plan.files_unchanged += sc.files
+        plan.files_total += sc.files
     todo = plan.partitions_new + plan.partitions_changed
     to_embed: dict[bytes, int] = {}  # across partitions: a text shared by two is embedded once
     for key in todo:
-        jobs = [make_job(settings, manifest, i.source_name, i.rel_path, i.doc_type, i.fmt, i.refusal)
-                for i, _ in scans[key].items]
+        jobs = [(make_job(settings, manifest, i.source_name, i.rel_path, i.doc_type, i.fmt, i.refusal), digest)
+                for i, digest in scans[key].items]
+        changes = partition_changes(settings, url, key, jobs, manifest.source_names_for(key))
+        _count_files(plan, changes)
         existing = ledger.owned_rows(settings, url, key)
+        # rows the run may delete: all the partition's for a full re-parse, else the replaced files'
+        replaceable = (file_state.rows_of_files(settings, url, key, changes.replaced) if changes.incremental
+                       else set(existing))
         seen_ids: set[tuple[str, str, str]] = set()
-        for fr in parse_files(jobs, parallel):
+        for fr in parse_files(changes.parse, parallel):
             if fr.quarantine is not None:
                 plan.quarantined += 1
                 continue
@@ -81,7 +108,7 @@ def make_plan(settings: Settings, manifest: Manifest, url: str, keys: list[str],
                     plan.chunks_unchanged += 1
                 if carried is None:
                     to_embed.setdefault(text_sha, tokens)
-        plan.chunks_to_delete += sum(1 for ident in existing if ident not in seen_ids)
+        plan.chunks_to_delete += sum(1 for ident in replaceable if ident not in seen_ids)
     if to_embed:
         hits = embedding_cache.cached(settings, url, settings.model_name, settings.embedding_dims, list(to_embed))
         for sha, tokens in to_embed.items():

@@ -33,6 +33,7 @@ from ..embedding.base import Embedder, check_vectors
 from ..faults import crash_point
 from .database import connection
 from .embedding_cache import record_spend
+from .file_state import commit_files, delete_quarantine_of_replaced, gone_rows_sql
 from .locks import lock_partition_xact
 from .maintenance import mark_reloaded
 
@@ -165,13 +166,13 @@ def _write_fresh(conn: psycopg.Connection, url: str, s: sql.Identifier, settings
     return inserted, computed
 
 
-def _merge(conn: psycopg.Connection, s: sql.Identifier, settings: Settings, key: str, scope: list[str],
+def _merge(conn: psycopg.Connection, s: sql.Identifier, settings: Settings, key: str, staged: _Staged,
            load_id: int, compute: Embedder | None) -> tuple[int, int, int, int, int]:
     """Compare with what the partition holds and write only the difference, with undo data.
     Returns (inserted, updated, deleted, documents written, vectors computed)."""
     params = {"key": key, "model": settings.model_name, "dims": settings.embedding_dims, "load_id": load_id,
-              "scope": scope}
-    _diff(conn, s, params)
+              "scope": staged.scope}
+    _diff(conn, s, params, staged.incremental)
     missing = _reuse_stored_vectors(conn, s, params)
     if compute is None and missing:
         raise RuntimeError(f"partition {key}: {missing} staged chunks have no embedding; run the embeddings step")
@@ -182,10 +183,11 @@ def _merge(conn: psycopg.Connection, s: sql.Identifier, settings: Settings, key:
     return inserted, updated, deleted, docs_written, computed
 
 
-def _diff(conn: psycopg.Connection, s: sql.Identifier, params: dict[str, Any]) -> None:
+def _diff(conn: psycopg.Connection, s: sql.Identifier, params: dict[str, Any], incremental: bool) -> None:
     """Temp tables for this transaction: ``_new`` (the staged version), ``_gone`` (rows the
-    partition owned for these sources that the new version no longer has) and ``_changed`` (new
-    rows whose content, metadata or embedding differ from what is stored)."""
+    partition owned for these sources, or for an incremental version of the files it replaces,
+    that the new version no longer has) and ``_changed`` (new rows whose content, metadata or
+    embedding differ from what is stored)."""
     conn.execute(sql.SQL(
         "CREATE TEMP TABLE _new ON COMMIT DROP AS "
         "SELECT st.id, st.doc_type, st.source_name, st.doc_path, st.source_file, st.document_path, st.content, "
@@ -193,11 +195,13 @@ def _diff(conn: psycopg.Connection, s: sql.Identifier, params: dict[str, Any]) -
         "       CASE WHEN st.carried_embedding IS NOT NULL THEN 'carried' ELSE %(model)s END AS embed_key, "
         "       {has} AS has_vector "
         "FROM {s}.staged_chunks st WHERE st.partition_key = %(key)s").format(s=s, has=_has_vector(s)), params)
+    owned = (sql.SQL("pr.document_id IN ({})").format(gone_rows_sql(s)) if incremental
+             else sql.SQL("pr.source_name = ANY(%(scope)s)"))
     conn.execute(sql.SQL(
         "CREATE TEMP TABLE _gone ON COMMIT DROP AS SELECT pr.* FROM {s}.partition_rows pr "
-        "WHERE pr.partition_key = %(key)s AND pr.source_name = ANY(%(scope)s) AND NOT EXISTS (SELECT 1 FROM _new n "
+        "WHERE pr.partition_key = %(key)s AND {owned} AND NOT EXISTS (SELECT 1 FROM _new n "
         "WHERE n.doc_type = pr.doc_type AND n.source_name = pr.source_name AND n.doc_path = pr.doc_path)"
-    ).format(s=s), params)
+    ).format(s=s, owned=owned), params)
     conn.execute(sql.SQL(
         "CREATE TEMP TABLE _changed ON COMMIT DROP AS SELECT n.* FROM _new n WHERE NOT EXISTS ("
         "  SELECT 1 FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
@@ -319,6 +323,12 @@ class _Staged:
     quarantine: list[dict[str, Any]]
     staged_at: Any
     scope: list[str]
+    base_load_id: int | None  # an incremental version: the load it was computed against
+    files_parsed: int | None
+
+    @property
+    def incremental(self) -> bool:
+        return self.base_load_id is not None
 
 
 def load_partition(settings: Settings, url: str, key: str, run_id: str,
@@ -333,8 +343,9 @@ def load_partition(settings: Settings, url: str, key: str, run_id: str,
     with connection(url) as conn:
         lock_partition_xact(conn, key)
         row = conn.execute(sql.SQL(
-            "SELECT checksum, files, documents, chunks, quarantine, staged_at, sources FROM {}.staged_partitions "
-            "WHERE partition_key = %s").format(s), (key,)).fetchone()
+            "SELECT checksum, files, documents, chunks, quarantine, staged_at, sources, base_load_id, files_parsed, "
+            "(SELECT load_id FROM {s}.partition_state WHERE partition_key = %(k)s) FROM {s}.staged_partitions "
+            "WHERE partition_key = %(k)s").format(s=s), {"k": key}).fetchone()
         if row is None:
             state = conn.execute(sql.SQL("SELECT documents, chunks FROM {}.partition_state WHERE partition_key = %s")
                                  .format(s), (key,)).fetchone()
@@ -342,12 +353,17 @@ def load_partition(settings: Settings, url: str, key: str, run_id: str,
             if state is not None:
                 return LoadResult(key, "unchanged", documents=state[0], chunks=state[1])
             return LoadResult(key, "nothing-staged")
-        staged = _Staged(row[0], row[1], row[2], row[3], row[4], row[5], list(row[6]))
+        staged = _Staged(row[0], row[1], row[2], row[3], row[4], row[5], list(row[6]), row[7], row[8])
+        if staged.incremental and staged.base_load_id != row[9]:
+            raise RuntimeError(f"partition {key}: the staged version was computed against load {staged.base_load_id}, "
+                               f"but the partition is now at load {row[9]} (loaded or rolled back since); run the "
+                               "parse step again")
         load_id = _open_load(conn, s, settings, key, run_id, staged)
         inserted, updated, deleted, docs_written, computed = _write_rows(conn, url, s, settings, key, load_id,
-                                                                         staged.scope, compute)
+                                                                         staged, compute)
         _record_sources_and_quarantine(conn, s, key, run_id, staged)
-        _close_load(conn, s, key, run_id, load_id, staged, (docs_written, inserted, updated, deleted))
+        commit_files(conn, s, key, load_id, staged.incremental)
+        totals = _close_load(conn, s, key, run_id, load_id, staged, (docs_written, inserted, updated, deleted))
         if computed:
             record_spend(conn, settings, run_id, key, settings.model_name, inputs=computed,
                          seconds=time.perf_counter() - start)
@@ -357,8 +373,8 @@ def load_partition(settings: Settings, url: str, key: str, run_id: str,
         crash_point("load-before-commit")
         conn.commit()
         crash_point("load-after-commit")
-    return LoadResult(key, "loaded", load_id, staged.files, staged.documents, docs_written, staged.chunks, inserted,
-                      updated, deleted, len(staged.quarantine), time.perf_counter() - start)
+    return LoadResult(key, "loaded", load_id, staged.files, totals[0], docs_written, totals[1], inserted,
+                      updated, deleted, totals[2], time.perf_counter() - start)
 
 
 def _open_load(conn: psycopg.Connection, s: sql.Identifier, settings: Settings, key: str, run_id: str,
@@ -380,7 +396,7 @@ def _open_load(conn: psycopg.Connection, s: sql.Identifier, settings: Settings, 
 
 
 def _write_rows(conn: psycopg.Connection, url: str, s: sql.Identifier, settings: Settings, key: str, load_id: int,
-                scope: list[str], compute: Embedder | None) -> tuple[int, int, int, int, int]:
+                staged: _Staged, compute: Embedder | None) -> tuple[int, int, int, int, int]:
     """Fresh path when the partition owns no rows, merge path otherwise (or when the fresh insert
     meets rows owned elsewhere). Returns (inserted, updated, deleted, documents written, computed)."""
     owns_rows = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.partition_rows WHERE partition_key = %s)")
@@ -403,7 +419,7 @@ def _write_rows(conn: psycopg.Connection, url: str, s: sql.Identifier, settings:
             return inserted, 0, 0, int(docs[0]) if docs else 0, computed
         except psycopg.errors.UniqueViolation:
             pass
-    return _merge(conn, s, settings, key, scope, load_id, compute)
+    return _merge(conn, s, settings, key, staged, load_id, compute)
 
 
 def _record_sources_and_quarantine(conn: psycopg.Connection, s: sql.Identifier, key: str, run_id: str,
@@ -415,8 +431,11 @@ def _record_sources_and_quarantine(conn: psycopg.Connection, s: sql.Identifier, 
         "FROM {}.staged_chunks WHERE partition_key = %s ORDER BY 1, 2 "  # one lock order: no deadlocks
         "ON CONFLICT (doc_type, source_name) DO UPDATE SET last_updated = now(), updated_at = now()").format(s),
         (key,))
-    conn.execute(sql.SQL("DELETE FROM {}.quarantine WHERE partition_key = %s AND source_name = ANY(%s)").format(s),
-                 (key, staged.scope))
+    if staged.incremental:
+        delete_quarantine_of_replaced(conn, s, key)
+    else:
+        conn.execute(sql.SQL("DELETE FROM {}.quarantine WHERE partition_key = %s AND source_name = ANY(%s)")
+                     .format(s), (key, staged.scope))
     for q in staged.quarantine:
         conn.execute(sql.SQL(
             "INSERT INTO {}.quarantine (partition_key, source_name, rel_path, doc_type, stage, reason, hint, run_id, "
@@ -426,26 +445,35 @@ def _record_sources_and_quarantine(conn: psycopg.Connection, s: sql.Identifier, 
 
 
 def _close_load(conn: psycopg.Connection, s: sql.Identifier, key: str, run_id: str, load_id: int,
-                staged: _Staged, counts: tuple[int, int, int, int]) -> None:
+                staged: _Staged, counts: tuple[int, int, int, int]) -> tuple[int, int, int]:
     """The partition's new state and the committed ledger row; undo data beyond the kept loads dropped.
-    ``counts`` is (documents written, inserted, updated, deleted)."""
+    ``counts`` is (documents written, inserted, updated, deleted). Returns the partition's
+    (documents, chunks, quarantined): the staged version's for a full load, the totals for an
+    incremental one (whose staged version holds only the files it re-parsed)."""
     owned = conn.execute(sql.SQL(
-        "SELECT count(*), count(DISTINCT (doc_type, source_name, document_path)) FROM {}.partition_rows "
-        "WHERE partition_key = %s").format(s), (key,)).fetchone()
+        "SELECT count(*), count(DISTINCT (doc_type, source_name, document_path)), "
+        "(SELECT count(*) FROM {s}.quarantine WHERE partition_key = %(k)s) FROM {s}.partition_rows "
+        "WHERE partition_key = %(k)s").format(s=s), {"k": key}).fetchone()
     assert owned is not None
+    quarantined = int(owned[2]) if staged.incremental else len(staged.quarantine)
     conn.execute(sql.SQL(
         "INSERT INTO {}.partition_state (partition_key, checksum, run_id, load_id, files, documents, chunks, "
         "quarantined) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (partition_key) DO UPDATE SET "
         "checksum = EXCLUDED.checksum, run_id = EXCLUDED.run_id, load_id = EXCLUDED.load_id, files = EXCLUDED.files, "
         "documents = EXCLUDED.documents, chunks = EXCLUDED.chunks, quarantined = EXCLUDED.quarantined, "
         "loaded_at = now()").format(s),
-        (key, staged.checksum, run_id, load_id, staged.files, int(owned[1]), int(owned[0]), len(staged.quarantine)))
+        (key, staged.checksum, run_id, load_id, staged.files, int(owned[1]), int(owned[0]), quarantined))
+    totals = (int(owned[1]), int(owned[0]), quarantined) if staged.incremental else (
+        staged.documents, staged.chunks, quarantined)
     conn.execute(sql.SQL(
         "UPDATE {}.loads SET status = 'committed', documents_written = %s, rows_inserted = %s, rows_updated = %s, "
-        "rows_deleted = %s, committed_at = now() WHERE load_id = %s").format(s), (*counts, load_id))
+        "rows_deleted = %s, committed_at = now(), documents = %s, chunks = %s, quarantined = %s, files_parsed = %s, "
+        "incremental = %s WHERE load_id = %s").format(s),
+        (*counts, *totals, staged.files_parsed, staged.incremental, load_id))
     conn.execute(sql.SQL(
         "WITH old AS (SELECT load_id FROM {s}.loads WHERE partition_key = %s AND undo_kept "
         "  ORDER BY load_id DESC OFFSET %s), "
         "u AS (UPDATE {s}.loads SET undo_kept = false WHERE load_id IN (SELECT load_id FROM old)) "
         "DELETE FROM {s}.load_undo WHERE load_id IN (SELECT load_id FROM old)").format(s=s),
         (key, UNDO_KEPT_LOADS))
+    return totals

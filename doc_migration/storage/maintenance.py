@@ -14,6 +14,7 @@ from psycopg import sql
 from ..config import Settings
 from .audit import managed_source
 from .database import connection
+from .file_state import forget_partition
 from .locks import lock_partition_xact
 
 # ----------------------------------------------------------------------------- resets (validate --repair)
@@ -157,6 +158,7 @@ def prune_foreign(settings: Settings, url: str, found: list[ForeignRows], reques
                 done.append({"partition": key, "source_name": source, "rows_deleted": int(deleted),
                              "ledger_rows_deleted": int(owned)})
             recount_partition_state(conn, s, key)
+            forget_partition(conn, s, key)
             conn.commit()
     return done
 
@@ -182,9 +184,9 @@ def reset_partition(settings: Settings, url: str, key: str, purge_ids: list[str]
             "AND d.id = pr.document_id").format(s=s), (key,)).rowcount
         owned = conn.execute(sql.SQL("DELETE FROM {}.partition_rows WHERE partition_key = %s").format(s),
                              (key,)).rowcount
-        conn.execute(sql.SQL("DELETE FROM {}.staged_chunks WHERE partition_key = %s").format(s), (key,))
-        conn.execute(sql.SQL("DELETE FROM {}.staged_partitions WHERE partition_key = %s").format(s), (key,))
-        conn.execute(sql.SQL("DELETE FROM {}.partition_state WHERE partition_key = %s").format(s), (key,))
+        forget_partition(conn, s, key)
+        for table in ("staged_chunks", "staged_files", "staged_partitions", "partition_state"):
+            conn.execute(sql.SQL("DELETE FROM {}.{} WHERE partition_key = %s").format(s, sql.Identifier(table)), (key,))
         record_reset(conn, s, key, deleted, reason, requested_by)
         conn.commit()
     return {"rows_deleted": deleted, "ownership_deleted": owned, "cache_purged": purged}
@@ -231,5 +233,6 @@ def drop_rows(settings: Settings, url: str, by_part: dict[str, dict[str, tuple[s
                          "remove the copy from the sources, or set validation.duplicates.strategy: keep_all",
                          run_id)).rowcount
             recount_partition_state(conn, s, key)
+            forget_partition(conn, s, key)
             conn.commit()
     return rows, files

@@ -15,6 +15,7 @@ from psycopg import sql
 
 from ..config import Settings
 from .database import connection
+from .file_state import forget_partition
 from .locks import lock_partition_xact
 
 
@@ -90,6 +91,7 @@ def rollback_partition(settings: Settings, url: str, key: str, requested_by: str
             conn.execute(sql.SQL(
                 "INSERT INTO {}.quarantine SELECT * FROM json_populate_recordset(NULL::{}.quarantine, %s)"
             ).format(s, s), (json.dumps(prev_quarantine),))
+        forget_partition(conn, s, key)
         conn.execute(sql.SQL("UPDATE {}.loads SET status = 'rolled_back' WHERE load_id = %s").format(s), (load_id,))
         conn.execute(sql.SQL(
             "INSERT INTO {}.rollbacks (load_id, partition_key, loaded_run_id, requested_by, rows_deleted, "

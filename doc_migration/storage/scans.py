@@ -36,10 +36,11 @@ def record_scans(settings: Settings, url: str, scans: dict[str, PartitionScan], 
         crash_point("scan-after-commit")
 
 
-def scanned_files(settings: Settings, url: str, key: str) -> list[tuple[str, str, str, str, str | None]]:
-    """(source_name, rel_path, doc_type, fmt, refusal) of the partition's latest scan, in a stable order."""
+def scanned_files(settings: Settings, url: str,
+                  key: str) -> list[tuple[str, str, str, str, str | None, str | None]]:
+    """(source_name, rel_path, doc_type, fmt, refusal, sha256) of the partition's latest scan, in a stable order."""
     schema = sql.Identifier(settings.pipeline_schema)
     with connection(url) as conn:
-        return [(r[0], r[1], r[2], r[3], r[4]) for r in conn.execute(sql.SQL(
-            "SELECT source_name, rel_path, doc_type, fmt, refusal FROM {}.partition_files "
+        return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in conn.execute(sql.SQL(
+            "SELECT source_name, rel_path, doc_type, fmt, refusal, sha256 FROM {}.partition_files "
             "WHERE partition_key = %s ORDER BY source_name, rel_path").format(schema), (key,)).fetchall()]

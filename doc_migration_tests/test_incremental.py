@@ -1,0 +1,158 @@
+"""Incremental at file granularity: a re-run parses only the files that changed, keeps the other files'
+rows where they are, and ends exactly where a clean load of the same files ends (issue 17)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from doc_migration_tests.helpers import run_cli
+from doc_migration_tests.test_resume_rollback import snapshot
+
+FILES = 12
+
+
+def _page(i: int, words: str = "") -> str:
+    sections = "\n\n".join(
+        f"## Section {j} of page {i}\n\n" + " ".join(f"token{i}x{j}x{k} explains {words}" for k in range(60))
+        for j in range(4))
+    return f"# Page {i}\n\n{sections}\n"
+
+
+def _corpus(root: Path, max_tokens: int = 200) -> Path:
+    """One partition of FILES Markdown pages, each a few chunks long."""
+    docs = root / "docs"
+    docs.mkdir(parents=True, exist_ok=True)
+    for i in range(FILES):
+        (docs / f"page{i:02d}.md").write_text(_page(i), encoding="utf-8")
+    return _manifest(root, max_tokens)
+
+
+def _manifest(root: Path, max_tokens: int, include: str = "**/*.md") -> Path:
+    manifest = root / "sources.yaml"
+    manifest.write_text(
+        f"shards: 1\nchunking:\n  max_tokens: {max_tokens}\n  overlap_tokens: 0\nsources:\n"
+        f"  - source_name: guide\n    doc_type: guide\n    path: docs\n    include: ['{include}']\n", encoding="utf-8")
+    return manifest
+
+
+def _full(manifest: Path, url: str, home: Path, **env: str) -> Any:
+    r = run_cli(["--sources", str(manifest), "full", "--json"], database_url=url, home=home, extra_env=env)
+    assert r.code == 0, r.stderr[-3000:]
+    return r.json
+
+
+def _clean(manifest: Path, pg_server_url: str, home: Path, name: str) -> dict[str, tuple[Any, ...]]:
+    """The rows a blank database gets from the same files."""
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = psycopg.conninfo.make_conninfo(pg_server_url, dbname=name)
+    _full(manifest, url, home / "clean")
+    return snapshot(url)
+
+
+def _edit(root: Path) -> None:
+    """One file changed, one deleted, one added."""
+    docs = root / "docs"
+    (docs / "page03.md").write_text(_page(3, "rewritten"), encoding="utf-8")
+    (docs / "page05.md").unlink()
+    (docs / "zz-new.md").write_text(_page(99), encoding="utf-8")
+
+
+def test_a_rerun_parses_only_changed_files_and_ends_as_a_clean_load(tmp_path: Path, database_url: str,
+                                                                    pg_server_url: str) -> None:
+    manifest = _corpus(tmp_path)
+    first = _full(manifest, database_url, tmp_path)
+    assert first["files_parsed"] == FILES
+    before = snapshot(database_url)
+    _edit(tmp_path)
+
+    plan = run_cli(["--sources", str(manifest), "plan", "--json"], database_url=database_url, home=tmp_path)
+    assert plan.code == 0, plan.stderr
+    p = plan.json
+    assert (p["files_to_parse"], p["files_new"], p["files_changed"], p["files_deleted"], p["files_unchanged"]) == (
+        2, 1, 1, 1, FILES - 2)
+    human = run_cli(["--sources", str(manifest), "plan"], database_url=database_url, home=tmp_path)
+    assert "files to parse 2 (new 1, changed 1, settings changed 0), deleted 1" in human.stdout + human.stderr
+
+    second = _full(manifest, database_url, tmp_path)
+    assert second["files_parsed"] == 2 and second["files"] == FILES
+    after = snapshot(database_url)
+    assert after == _clean(manifest, pg_server_url, tmp_path, "incremental_clean_a")
+    kept = {k for k in before if "page03" not in k and "page05" not in k}
+    assert kept and all(after[k] == before[k] for k in kept), "unchanged files' rows are untouched"
+    assert second["rows_deleted"] == sum(1 for k in before if "page05" in k)
+    assert second["documents_unchanged"] == FILES - 2
+
+    again = _full(manifest, database_url, tmp_path)
+    assert again["rows_written"] == 0 and again["files_parsed"] == 0
+
+
+def test_a_chunker_setting_reparses_every_file_and_plan_says_so(tmp_path: Path, database_url: str,
+                                                                pg_server_url: str) -> None:
+    manifest = _corpus(tmp_path)
+    _full(manifest, database_url, tmp_path)
+    _manifest(tmp_path, max_tokens=120)
+    p = run_cli(["--sources", str(manifest), "plan", "--json"], database_url=database_url, home=tmp_path).json
+    assert (p["files_version_changed"], p["files_to_parse"], p["files_unchanged"]) == (FILES, FILES, 0)
+    second = _full(manifest, database_url, tmp_path)
+    assert second["files_parsed"] == FILES
+    assert snapshot(database_url) == _clean(manifest, pg_server_url, tmp_path, "incremental_clean_b")
+
+
+def test_rolling_back_an_incremental_load_restores_the_previous_rows(tmp_path: Path, database_url: str,
+                                                                     pg_server_url: str) -> None:
+    manifest = _corpus(tmp_path)
+    _full(manifest, database_url, tmp_path)
+    v1 = snapshot(database_url)
+    _edit(tmp_path)
+    run2 = _full(manifest, database_url, tmp_path)["run_id"]
+    assert snapshot(database_url) != v1
+    back = run_cli(["--sources", str(manifest), "rollback", "--run", run2, "--yes"], database_url=database_url,
+                   home=tmp_path)
+    assert back.code == 0, back.stderr
+    assert snapshot(database_url) == v1
+    # After a rollback the file records are gone: the next run re-parses everything, and is exact.
+    redo = _full(manifest, database_url, tmp_path)
+    assert redo["files_parsed"] == FILES
+    assert snapshot(database_url) == _clean(manifest, pg_server_url, tmp_path, "incremental_clean_c")
+
+
+@pytest.mark.parametrize("point", ["parse-file:1", "parse-before-commit:1", "load-during-write:1",
+                                   "load-before-commit:1", "load-after-commit:1"])
+def test_sigkill_during_an_incremental_run_then_resume_equals_a_clean_load(
+        point: str, tmp_path: Path, database_url: str, pg_server_url: str) -> None:
+    manifest = _corpus(tmp_path)
+    _full(manifest, database_url, tmp_path)
+    _edit(tmp_path)
+    crashed = run_cli(["--sources", str(manifest), "full"], database_url=database_url, home=tmp_path,
+                      extra_env={"DOC_MIGRATION_CRASH_AT": point})
+    assert crashed.code == -signal.SIGKILL, f"failpoint {point} was not reached: {crashed.stderr[-1500:]}"
+    resumed = _full(manifest, database_url, tmp_path)
+    assert resumed["files_parsed"] in (0, 2)  # 0: the crash came after the commit
+    assert snapshot(database_url) == _clean(manifest, pg_server_url, tmp_path, "incremental_clean_d")
+    with psycopg.connect(database_url) as conn:
+        left = conn.execute("SELECT (SELECT count(*) FROM doc_migration.staged_partitions), "
+                            "(SELECT count(*) FROM doc_migration.staged_files), "
+                            "(SELECT count(*) FROM doc_migration.file_state)").fetchone()
+    assert left == (0, 0, FILES)
+    assert _full(manifest, database_url, tmp_path)["rows_written"] == 0
+
+
+def test_a_new_file_cannot_take_over_a_kept_files_row(tmp_path: Path, database_url: str) -> None:
+    """``page01.md#chunk0001`` would map to chunk 1 of page01.md: it is refused, naming the path."""
+    _corpus(tmp_path)
+    manifest = _manifest(tmp_path, 200, include="**/*")
+    _full(manifest, database_url, tmp_path)
+    before = snapshot(database_url)
+    assert "guide/guide/page01.md#chunk0001" in before
+    (tmp_path / "docs" / "page01.md#chunk0001").write_text("# Impostor\n\nNot page one.\n", encoding="utf-8")
+    r = run_cli(["--sources", str(manifest), "full", "--json"], database_url=database_url, home=tmp_path)
+    assert snapshot(database_url) == before, r.stderr[-2000:]
+    reasons = {q["path"]: q["reason"] for q in r.json["quarantined_files"]}
+    assert "already produced by another file" in reasons["page01.md#chunk0001"]
