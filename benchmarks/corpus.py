@@ -860,3 +860,24 @@ def modify_files(docs_dir: Path, share: float, seed: int) -> list[str]:
         path.write_text(text, encoding="utf-8")
         edited.append(str(path.relative_to(docs_dir)))
     return edited
+
+
+def delete_files(docs_dir: Path, n: int, seed: int) -> list[str]:
+    """Delete ``n`` text files of the working copy (its own links: the cached corpus is untouched)."""
+    files = sorted(p for p in docs_dir.rglob("*") if p.is_file() and p.suffix in EDITABLE)
+    rng = np.random.default_rng([seed, 778])
+    chosen = sorted(rng.choice(len(files), size=min(n, len(files)), replace=False).tolist())
+    for i in chosen:
+        files[i].unlink()
+    return [str(files[i].relative_to(docs_dir)) for i in chosen]
+
+
+def change_chunker(manifest: Path) -> list[str]:
+    """Lower the manifest's chunking.max_tokens by an eighth: every chunked file is affected."""
+    import yaml
+
+    data = yaml.safe_load(manifest.read_text(encoding="utf-8"))
+    chunking = data.setdefault("chunking", {})
+    chunking["max_tokens"] = int(chunking.get("max_tokens", 800)) * 7 // 8
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return [str(manifest.name)]

@@ -12,6 +12,10 @@ timed and scenarios cannot see each other's rows):
 ``rerun``     the unchanged re-run (same database)
 ``changed``   re-run after editing 1 % of the files: chunks embedded vs changed chunks (counted
               independently from the documents' content hashes)
+``one_file``, ``changed10``, ``deleted``, ``chunker``
+              the incremental re-runs after 1 file edited, 10 % of the files edited, 1 file deleted
+              and the chunker's max_tokens changed: wall time as a ratio of the first run, files and
+              chunks re-processed, chunks embedded, rows written (same database, in that order)
 ``dump``      the doc-server SQL dump with precomputed embeddings (carried over, not embedded)
 ``tpm``       a small corpus against the OpenAI-compatible test server with a TPM cap: utilisation
               and 429s, then an unchanged re-run (tokens must be 0)
@@ -53,6 +57,8 @@ from .corpus import (
     MB,
     SHARDS,
     CorpusInfo,
+    change_chunker,
+    delete_files,
     generate_corpus,
     modify_files,
     working_copy,
@@ -61,8 +67,9 @@ from .dagster_events import read_stage_times
 from .monitor import DatabaseSampler, ProcessSampler, diff_counters, pg_counters, postmaster_pid
 from .profile import find_py_spy, parse_raw
 
-ALL_SCENARIOS = ("first", "copy", "rerun", "changed", "dump", "tpm", "profile", "scale4x")
-DEFAULT_SCENARIOS = ("first", "copy", "rerun", "changed", "dump", "tpm", "profile")
+INCREMENTAL = ("one_file", "changed", "changed10", "deleted", "chunker")  # run in this order, after rerun
+ALL_SCENARIOS = ("first", "copy", "rerun", *INCREMENTAL, "dump", "tpm", "profile", "scale4x")
+DEFAULT_SCENARIOS = ("first", "copy", "rerun", *INCREMENTAL, "dump", "tpm", "profile")
 DB_PREFIX = "docmig_bench_"
 
 
@@ -451,7 +458,7 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
     sc: dict[str, Any] = results["scenarios"]
     dims = 3072
     steps: list[tuple[str, Callable[[], None]]] = []
-    if {"first", "copy", "rerun", "changed"} & set(config.scenarios):
+    if {"first", "copy", "rerun", *INCREMENTAL} & set(config.scenarios):
         steps.append(("first", lambda: sc.update(_main_scenarios(config, server, info, dims))))
     if "dump" in config.scenarios:
         steps.append(("dump", lambda: sc.__setitem__("dump", _dump_scenario(config, server, info))))
@@ -513,25 +520,46 @@ def _main_scenarios(config: BenchConfig, server: Server, info: CorpusInfo, dims:
             rerun = run_cli("rerun", ["--sources", str(manifest), "full", "--json"], home, url, config)
             rerun["derived"] = derive(rerun, info.bytes)
             out["rerun"] = rerun
-        if "changed" in config.scenarios:
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("DROP TABLE IF EXISTS bench_prev_sha")
-                conn.execute("CREATE TABLE bench_prev_sha AS SELECT DISTINCT sha256(convert_to(content, 'UTF8')) AS h "
-                             "FROM documents")
-            edited = modify_files(copy_root / "docs", config.changed_share, config.seed)
-            changed = run_cli("changed", ["--sources", str(manifest), "full", "--json"], home, url, config)
-            changed["derived"] = derive(changed, info.bytes)
-            with psycopg.connect(url, autocommit=True) as conn:
-                row = conn.execute(
-                    "SELECT count(DISTINCT h) FROM (SELECT sha256(convert_to(content, 'UTF8')) AS h FROM documents) d "
-                    "WHERE NOT EXISTS (SELECT 1 FROM bench_prev_sha p WHERE p.h = d.h)").fetchone()
-                conn.execute("DROP TABLE bench_prev_sha")
-            changed["files_edited"] = len(edited)
-            changed["new_distinct_texts"] = int(row[0]) if row else None
-            out["changed"] = changed
+        docs = copy_root / "docs"
+        edits: dict[str, Callable[[], list[str]]] = {
+            "one_file": lambda: modify_files(docs, 0.0, config.seed + 1),  # max(1, ...) = one file
+            "changed": lambda: modify_files(docs, config.changed_share, config.seed),
+            "changed10": lambda: modify_files(docs, 0.10, config.seed + 2),
+            "deleted": lambda: delete_files(docs, 1, config.seed + 3),
+            "chunker": lambda: change_chunker(manifest),
+        }
+        for name in INCREMENTAL:
+            if name in config.scenarios:
+                out[name] = _incremental_run(name, edits[name], manifest, home, url, config, info, first)
     finally:
         server.drop_database(url)
     return out
+
+
+def _incremental_run(name: str, edit: Callable[[], list[str]], manifest: Path, home: Path, url: str,
+                     config: BenchConfig, info: CorpusInfo, first: dict[str, Any]) -> dict[str, Any]:
+    """Edit, re-run, and count independently (from content hashes) how many chunk texts are new."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_prev_sha")
+        conn.execute("CREATE TABLE bench_prev_sha AS SELECT DISTINCT sha256(convert_to(content, 'UTF8')) AS h "
+                     "FROM documents")
+    edited = edit()
+    result = run_cli(name, ["--sources", str(manifest), "full", "--json"], home, url, config)
+    result["derived"] = derive(result, info.bytes)
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(DISTINCT h) FROM (SELECT sha256(convert_to(content, 'UTF8')) AS h FROM documents) d "
+            "WHERE NOT EXISTS (SELECT 1 FROM bench_prev_sha p WHERE p.h = d.h)").fetchone()
+        conn.execute("DROP TABLE bench_prev_sha")
+    s = result.get("summary", {})
+    result["files_edited"] = len(edited)
+    result["new_distinct_texts"] = int(row[0]) if row else None
+    result["incremental"] = {
+        "wall_ratio_to_first": round(result["wall_seconds"] / first["wall_seconds"], 4),
+        "files_parsed": s.get("files_parsed"), "chunks_reprocessed": s.get("chunks_parsed"),
+        "chunks_embedded": s.get("chunks_embedded"), "rows_written": s.get("rows_written"),
+    }
+    return result
 
 
 def _dump_scenario(config: BenchConfig, server: Server, info: CorpusInfo) -> dict[str, Any]:

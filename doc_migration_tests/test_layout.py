@@ -13,7 +13,8 @@ PACKAGE = REPO_ROOT / "doc_migration"
 # Every table of the pipeline's own schema (storage/migrations/0002+).
 PIPELINE_TABLES = ("partition_files", "partition_scans", "staged_partitions", "staged_chunks", "embedding_cache",
                    "partition_rows", "partition_state", "loads", "quarantine", "partition_failures",
-                   "embedding_spend", "rollbacks", "maintenance", "check_results", "schema_migrations")
+                   "embedding_spend", "rollbacks", "maintenance", "check_results", "schema_migrations",
+                   "file_state", "staged_files", "load_undo")
 PIPELINE_SQL = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN|TABLE|TRUNCATE|COPY|USING)\s+(?:ONLY\s+)?\{[^}]*\}\.(?:"
                           + "|".join(PIPELINE_TABLES) + r")\b", re.I)
 
@@ -138,3 +139,9 @@ def test_storage_depends_on_no_stage_check_or_command() -> None:
                                   *([node.module] if node.module else [])])])
             offenders += [f"{name} -> {t}" for t in targets if t.startswith(upper)]
     assert offenders == []
+
+
+def test_the_table_list_above_names_every_pipeline_table_the_migrations_create() -> None:
+    created = {m.group(1) for path in (PACKAGE / "storage" / "migrations").glob("*.sql") if path.name >= "0002"
+               for m in re.finditer(r"CREATE TABLE @SCHEMA@\.(\w+)", path.read_text(encoding="utf-8"))}
+    assert created and created | {"schema_migrations"} == set(PIPELINE_TABLES)

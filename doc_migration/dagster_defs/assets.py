@@ -192,7 +192,8 @@ def source_manifest(context: AssetExecutionContext, migration: MigrationResource
 @dg.asset(
     deps=[source_manifest], partitions_def=PARTITIONS, backfill_policy=POLICY, group_name=GROUP, owners=OWNERS,
     code_version=CODE_VERSION, kinds={"python", "postgres"}, op_tags=k8s_resources("2", "3Gi"),
-    description="Changed partitions parsed and chunked (cl100k tokens) into the pipeline's staging tables; "
+    description="The new and changed files of changed partitions parsed and chunked (cl100k tokens) into the "
+                "pipeline's staging tables (unchanged files keep their rows); "
                 "bad files are quarantined with a reason.",
 )
 def parsed_docs(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:

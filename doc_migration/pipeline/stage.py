@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ..config import Settings
 from ..faults import crash_point
 from ..manifest import Manifest
-from ..storage import file_state, ledger, staging
+from ..storage import file_state, staging
 from ..storage.file_state import Identity, StagedFile
 from ..storage.scans import scanned_files
 from .changes import FileChanges, file_version, partition_changes
@@ -43,22 +43,23 @@ def file_jobs(settings: Settings, manifest: Manifest, url: str, key: str) -> lis
     return [(make_job(settings, manifest, *row[:5]), row[5]) for row in scanned_files(settings, url, key)]
 
 
-def _collision(fr: FileResult, seen: set[Identity]) -> dict[str, str] | None:
+def _collision(fr: FileResult, seen: dict[Identity, str]) -> dict[str, str] | None:
+    """A file whose row key another file of the partition produced already is refused, naming both."""
     dup = next((r for r in fr.rows if (r[1], r[2], r[3]) in seen), None)
     if dup is None:
         return None
     return {"path": fr.rel_path, "source_name": fr.source_name, "doc_type": dup[1], "stage": "parse",
-            "reason": f"document path {dup[3]!r} already produced by another file of this partition",
-            "hint": "make document paths unique", "format": fr.fmt, "detected_by": fr.detected_by}
+            "reason": f"document path {dup[3]!r} already produced by another file of this partition, "
+                      f"{seen[(dup[1], dup[2], dup[3])]!r}",
+            "hint": "make document paths unique: rename one of the two files", "format": fr.fmt,
+            "detected_by": fr.detected_by}
 
 
-def _kept_rows(settings: Settings, url: str, key: str, changes: FileChanges) -> set[Identity]:
-    """Rows that stay as they are (owned by unchanged files, or by nobody's file): a re-parsed file
-    may not produce one of them."""
+def _kept_rows(settings: Settings, url: str, key: str, changes: FileChanges) -> dict[Identity, str]:
+    """Rows that stay as they are (owned by unchanged files, or by nobody's file), with their file."""
     if not changes.incremental:
-        return set()
-    owned = set(ledger.owned_rows(settings, url, key))
-    return owned - file_state.rows_of_files(settings, url, key, changes.replaced)
+        return {}
+    return file_state.kept_rows(settings, url, key, changes.replaced)
 
 
 def stage_partition(settings: Settings, manifest: Manifest, url: str, key: str, run_id: str,
@@ -102,7 +103,7 @@ def stage_partition(settings: Settings, manifest: Manifest, url: str, key: str, 
                 continue
             crash_point("parse-file")
             for row in fr.rows:
-                seen.add((row[1], row[2], row[3]))
+                seen[(row[1], row[2], row[3])] = fr.rel_path
                 scope.add(row[2])
                 writer.write_chunk(row)
             result.documents += fr.documents

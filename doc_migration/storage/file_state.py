@@ -61,6 +61,20 @@ def loaded_files(settings: Settings, url: str, key: str) -> tuple[int | None, di
     return int(state[0]), files
 
 
+def kept_rows(settings: Settings, url: str, key: str, replaced: list[FileKey]) -> dict[Identity, str]:
+    """The partition's rows that stay as they are (not owned by a replaced file), each with the
+    file it came from: a re-parsed file may not take one of them over."""
+    s = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        return {(r[0], r[1], r[2]): r[3] for r in conn.execute(sql.SQL(
+            "SELECT pr.doc_type, pr.source_name, pr.doc_path, pr.source_file FROM {s}.partition_rows pr "
+            "WHERE pr.partition_key = %(k)s AND pr.document_id NOT IN ("
+            "  SELECT unnest(fs.row_ids) FROM {s}.file_state fs "
+            "  JOIN unnest(%(src)s::text[], %(rel)s::text[]) AS f(source_name, rel_path) USING (source_name, rel_path) "
+            "  WHERE fs.partition_key = %(k)s)").format(s=s),
+            {"k": key, "src": [f[0] for f in replaced], "rel": [f[1] for f in replaced]})}
+
+
 def rows_of_files(settings: Settings, url: str, key: str, files: list[FileKey]) -> set[Identity]:
     """The identities of the rows the given files own in the partition now."""
     if not files:
@@ -131,3 +145,45 @@ def forget_partition(conn: psycopg.Connection, s: sql.Identifier, key: str) -> N
             s, sql.Identifier(table), incremental), {"k": key})
     conn.execute(sql.SQL("DELETE FROM {}.staged_partitions WHERE partition_key = %(k)s AND base_load_id IS NOT NULL")
                  .format(s), {"k": key})
+
+
+@dataclass(frozen=True)
+class Clash:
+    """A staged file whose row key another partition's loaded file owns already."""
+
+    quarantine: dict[str, Any]
+    chunks: int
+    documents: int
+
+
+def refuse_clashes(conn: psycopg.Connection, s: sql.Identifier, key: str) -> list[Clash]:
+    """In the load transaction, before anything is written: a staged file that would produce a row
+    another partition owns (two shards' files yielding one ``(doc_type, source_name, doc_path)``,
+    e.g. ``guide.md#chunk0001`` beside a long ``guide.md``) is refused, naming both files, instead
+    of taking the row over. It is staged as deleted (no file record), so the next run parses it
+    again: a record that moved between two files of different shards loads once its old owner
+    has let go of it."""
+    rows = conn.execute(sql.SQL(
+        "WITH clash AS (SELECT st.id, st.doc_type, st.doc_path, pr.partition_key AS other_key, "
+        "  pr.source_file AS other_file FROM {s}.staged_chunks st JOIN {s}.partition_rows pr "
+        "  ON pr.doc_type = st.doc_type AND pr.source_name = st.source_name AND pr.doc_path = st.doc_path "
+        "  WHERE st.partition_key = %(k)s AND pr.partition_key <> %(k)s) "
+        "SELECT sf.source_name, sf.rel_path, sf.documents, cardinality(sf.row_ids), min(c.doc_type), "
+        "  min(c.doc_path), min(c.other_file), min(c.other_key) "
+        "FROM {s}.staged_files sf JOIN clash c ON c.id = ANY(sf.row_ids) WHERE sf.partition_key = %(k)s "
+        "GROUP BY sf.source_name, sf.rel_path, sf.documents, sf.row_ids ORDER BY 1, 2").format(s=s),
+        {"k": key}).fetchall()
+    out: list[Clash] = []
+    for source_name, rel_path, documents, chunks, doc_type, doc_path, other_file, other_key in rows:
+        conn.execute(sql.SQL(
+            "DELETE FROM {s}.staged_chunks st USING {s}.staged_files sf WHERE st.partition_key = %(k)s "
+            "AND sf.partition_key = %(k)s AND sf.source_name = %(src)s AND sf.rel_path = %(rel)s "
+            "AND st.id = ANY(sf.row_ids)").format(s=s), {"k": key, "src": source_name, "rel": rel_path})
+        conn.execute(sql.SQL(
+            "UPDATE {}.staged_files SET outcome = 'deleted', documents = 0, row_ids = '{{}}' "
+            "WHERE partition_key = %s AND source_name = %s AND rel_path = %s").format(s), (key, source_name, rel_path))
+        out.append(Clash({
+            "path": rel_path, "source_name": source_name, "doc_type": doc_type, "stage": "load",
+            "reason": f"document path {doc_path!r} is already loaded from {other_file!r} (partition {other_key})",
+            "hint": "rename one of the two files; the file loaded first keeps the row"}, int(chunks), int(documents)))
+    return out

@@ -104,8 +104,8 @@ def run_summary(settings: Settings, url: str, run_ids: list[str], keys: list[str
     with connection(url) as conn:
         loads = conn.execute(sql.SQL(
             "SELECT partition_key, documents, documents_written, chunks, rows_inserted, rows_updated, rows_deleted, "
-            "quarantined, files, coalesce(files_parsed, files) FROM {}.loads WHERE run_id = ANY(%s)"
-        ).format(s), (run_ids,)).fetchall()
+            "quarantined, files, coalesce(files_parsed, files), coalesce(chunks_parsed, chunks) FROM {}.loads "
+            "WHERE run_id = ANY(%s)").format(s), (run_ids,)).fetchall()
         states = conn.execute(sql.SQL(
             "SELECT partition_key, documents, run_id FROM {}.partition_state WHERE partition_key = ANY(%s)").format(s),
             (keys,)).fetchall()
@@ -141,6 +141,7 @@ def run_summary(settings: Settings, url: str, run_ids: list[str], keys: list[str
         # files of the loaded partitions, and how many of them were read and parsed (the others' rows were kept)
         "files": sum(r[8] for r in loads),
         "files_parsed": sum(r[9] for r in loads),
+        "chunks_parsed": sum(r[10] for r in loads),
         "rows_written": sum(r[4] + r[5] + r[6] for r in loads),
         "rows_inserted": sum(r[4] for r in loads),
         "rows_updated": sum(r[5] for r in loads),

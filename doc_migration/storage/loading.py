@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ from ..embedding.base import Embedder, check_vectors
 from ..faults import crash_point
 from .database import connection
 from .embedding_cache import record_spend
-from .file_state import commit_files, delete_quarantine_of_replaced, gone_rows_sql
+from .file_state import commit_files, delete_quarantine_of_replaced, gone_rows_sql, refuse_clashes
 from .locks import lock_partition_xact
 from .maintenance import mark_reloaded
 
@@ -304,12 +304,17 @@ def _upsert_changed(conn: psycopg.Connection, s: sql.Identifier, params: dict[st
         "  ON CONFLICT (doc_type, source_name, doc_path) DO UPDATE SET partition_key = EXCLUDED.partition_key, "
         "    document_id = EXCLUDED.document_id, source_file = EXCLUDED.source_file, "
         "    document_path = EXCLUDED.document_path, text_sha = EXCLUDED.text_sha, embed_key = EXCLUDED.embed_key "
+        "  WHERE {s}.partition_rows.partition_key = EXCLUDED.partition_key "  # never another partition's row
         "  RETURNING 1"
         ") SELECT count(*) FILTER (WHERE up.inserted), count(*) FILTER (WHERE NOT up.inserted), "
-        "  count(DISTINCT c.document_path), (SELECT count(*) FROM own) "
+        "  count(DISTINCT c.document_path), (SELECT count(*) FROM own), count(*) "
         "FROM up JOIN _changed c USING (doc_type, source_name, doc_path)"
     ).format(s=s), params).fetchone()
     assert written is not None
+    if written[3] != written[4]:  # a row key another partition committed while this load ran: nothing is kept
+        raise RuntimeError(f"partition {params['key']}: {written[4] - written[3]} row key(s) were loaded by another "
+                           "partition at the same time; run again (the file loaded first keeps its rows, the other "
+                           "is refused with both files named)")
     return int(written[0]), int(written[1]), int(written[2])
 
 
@@ -325,6 +330,7 @@ class _Staged:
     scope: list[str]
     base_load_id: int | None  # an incremental version: the load it was computed against
     files_parsed: int | None
+    state_checksum: str | None = None  # the partition state's checksum, when it is not ``checksum``
 
     @property
     def incremental(self) -> bool:
@@ -358,6 +364,7 @@ def load_partition(settings: Settings, url: str, key: str, run_id: str,
             raise RuntimeError(f"partition {key}: the staged version was computed against load {staged.base_load_id}, "
                                f"but the partition is now at load {row[9]} (loaded or rolled back since); run the "
                                "parse step again")
+        staged = _without_clashes(conn, s, key, staged)
         load_id = _open_load(conn, s, settings, key, run_id, staged)
         inserted, updated, deleted, docs_written, computed = _write_rows(conn, url, s, settings, key, load_id,
                                                                          staged, compute)
@@ -375,6 +382,19 @@ def load_partition(settings: Settings, url: str, key: str, run_id: str,
         crash_point("load-after-commit")
     return LoadResult(key, "loaded", load_id, staged.files, totals[0], docs_written, totals[1], inserted,
                       updated, deleted, totals[2], time.perf_counter() - start)
+
+
+def _without_clashes(conn: psycopg.Connection, s: sql.Identifier, key: str, staged: _Staged) -> _Staged:
+    """The staged version less the files whose rows another partition owns (refused, both named).
+    The partition then records a checksum its scan cannot match, so the next run stages it again
+    and re-parses exactly those files."""
+    clashes = refuse_clashes(conn, s, key)
+    if not clashes:
+        return staged
+    return replace(staged, documents=staged.documents - sum(c.documents for c in clashes),
+                   chunks=staged.chunks - sum(c.chunks for c in clashes),
+                   quarantine=[*staged.quarantine, *(c.quarantine for c in clashes)],
+                   state_checksum=f"{staged.checksum}+{len(clashes)}-refused-at-load")
 
 
 def _open_load(conn: psycopg.Connection, s: sql.Identifier, settings: Settings, key: str, run_id: str,
@@ -462,14 +482,15 @@ def _close_load(conn: psycopg.Connection, s: sql.Identifier, key: str, run_id: s
         "checksum = EXCLUDED.checksum, run_id = EXCLUDED.run_id, load_id = EXCLUDED.load_id, files = EXCLUDED.files, "
         "documents = EXCLUDED.documents, chunks = EXCLUDED.chunks, quarantined = EXCLUDED.quarantined, "
         "loaded_at = now()").format(s),
-        (key, staged.checksum, run_id, load_id, staged.files, int(owned[1]), int(owned[0]), quarantined))
+        (key, staged.state_checksum or staged.checksum, run_id, load_id, staged.files, int(owned[1]), int(owned[0]),
+         quarantined))
     totals = (int(owned[1]), int(owned[0]), quarantined) if staged.incremental else (
         staged.documents, staged.chunks, quarantined)
     conn.execute(sql.SQL(
         "UPDATE {}.loads SET status = 'committed', documents_written = %s, rows_inserted = %s, rows_updated = %s, "
         "rows_deleted = %s, committed_at = now(), documents = %s, chunks = %s, quarantined = %s, files_parsed = %s, "
-        "incremental = %s WHERE load_id = %s").format(s),
-        (*counts, *totals, staged.files_parsed, staged.incremental, load_id))
+        "chunks_parsed = %s, incremental = %s WHERE load_id = %s").format(s),
+        (*counts, *totals, staged.files_parsed, staged.chunks, staged.incremental, load_id))
     conn.execute(sql.SQL(
         "WITH old AS (SELECT load_id FROM {s}.loads WHERE partition_key = %s AND undo_kept "
         "  ORDER BY load_id DESC OFFSET %s), "

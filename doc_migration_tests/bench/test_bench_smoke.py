@@ -63,7 +63,7 @@ def test_generator_is_deterministic_realistic_and_parseable(tmp_path: Path) -> N
 
 def test_tiny_benchmark_run(tmp_path: Path, pg_server_url: str) -> None:
     config = BenchConfig(home=tmp_path / "bench", seed=3, size_mb=0.08, dump_docs=3,
-                         scenarios=("first", "copy", "changed", "dump"), doc_types=("rust", "talos"),
+                         scenarios=("first", "copy", "one_file", "changed", "deleted", "chunker", "dump"), doc_types=("rust", "talos"),
                          shards=1, dump_doc_types=("jupiter",), database_url=pg_server_url, log=lambda _msg: None)
     results = run_benchmark(config)
     assert not results.get("errors"), results.get("errors")
@@ -82,6 +82,13 @@ def test_tiny_benchmark_run(tmp_path: Path, pg_server_url: str) -> None:
     assert changed["files_edited"] == 1
     assert changed["summary"]["chunks_embedded"] == changed["new_distinct_texts"] > 0
     assert changed["summary"]["documents_unchanged"] > 0
+    # Incremental: each edit re-processes exactly the files it touched, the rest is not read.
+    files = first["summary"]["files_parsed"]
+    assert sc["one_file"]["incremental"]["files_parsed"] == changed["incremental"]["files_parsed"] == 1
+    assert sc["deleted"]["incremental"]["files_parsed"] == 0
+    assert sc["deleted"]["summary"]["rows_deleted"] > 0 and sc["deleted"]["incremental"]["chunks_embedded"] == 0
+    assert sc["chunker"]["incremental"]["files_parsed"] == files - 1  # every file left after the deletion
+    assert 0 < sc["one_file"]["incremental"]["wall_ratio_to_first"]
 
     dump = sc["dump"]
     assert dump["exit_code"] == 0, dump.get("stderr_tail")
@@ -91,6 +98,7 @@ def test_tiny_benchmark_run(tmp_path: Path, pg_server_url: str) -> None:
     svg = write_report(results, md)
     text = md.read_text(encoding="utf-8")
     assert "## Targets" in text and "## Runs" in text and svg.read_text().startswith("<svg")
+    assert "## Incremental re-runs" in text and "| 1 file deleted | 1 |" in text
     met = {row["target"]: row["met"] for row in evaluate_targets(results)}
     assert any("1 %-changed" in t and m for t, m in met.items())
 

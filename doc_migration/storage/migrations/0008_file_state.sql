@@ -36,4 +36,6 @@ CREATE TABLE @SCHEMA@.staged_files (
 -- full version, which replaces everything). A load refuses an incremental version whose base is
 -- no longer the partition's latest load. files_parsed: how many of the files were parsed.
 ALTER TABLE @SCHEMA@.staged_partitions ADD COLUMN base_load_id bigint, ADD COLUMN files_parsed integer;
-ALTER TABLE @SCHEMA@.loads ADD COLUMN files_parsed integer, ADD COLUMN incremental boolean NOT NULL DEFAULT false;
+-- files_parsed / chunks_parsed: what the load's staged version re-processed (NULL before 0008: all of it).
+ALTER TABLE @SCHEMA@.loads ADD COLUMN files_parsed integer, ADD COLUMN chunks_parsed integer,
+    ADD COLUMN incremental boolean NOT NULL DEFAULT false;
