@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, Settings
+from .embedding.breaker import UNREACHABLE
 from .faults import crash_point
 from .manifest import Manifest, load_manifest, split_partition_key
 from .redaction import redact
@@ -312,6 +313,8 @@ def cmd_full(args: argparse.Namespace) -> int:
     _emit(args, summary, human)
     if summary["success"]:
         return EXIT_OK
+    if any(UNREACHABLE in f["error"] for f in summary["failures"]):
+        return EXIT_UNAVAILABLE  # the embedding endpoint is gone: retry later, as for the database
     return EXIT_VALIDATION if failed_checks and not summary["failed_partitions"] else EXIT_FAILED
 
 

@@ -183,8 +183,12 @@ def staged_chunks_loadable(context: dg.AssetCheckExecutionContext,
 def staged_chunks_embedded(context: dg.AssetCheckExecutionContext,
                            migration: MigrationResource) -> dg.AssetCheckResult:
     cfg = _config(migration)
+    keys = _run_keys(context)
+    if keys is not None:  # a partition whose embed step failed is reported as failed and not loaded:
+        failed = set(ledger.failed_partitions(migration.settings, migration.url, context.run.run_id))  # others go on
+        keys = [k for k in keys if k not in failed]
     return _result(timed("staged_embeddings", ERROR, lambda: check_staged_embeddings(
-        migration.settings, migration.url, _run_keys(context), cfg)))
+        migration.settings, migration.url, keys, cfg)))
 
 
 CHECKS = [*LOADED_CHECKS, partition_not_rolled_back, staged_chunks_loadable, staged_chunks_embedded]

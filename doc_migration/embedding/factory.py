@@ -37,5 +37,8 @@ def make_embedder(settings: Settings) -> Embedder:
         max_concurrency=env_int("DOC_MIGRATION_OPENAI_CONCURRENCY", 4),
         tpm=tpm,
         rpm=rpm,
+        # a dead endpoint stops the run after this many connection failures in a row over this long
+        breaker_failures=env_int("DOC_MIGRATION_OPENAI_BREAKER_FAILURES", 6),
+        breaker_seconds=env_int("DOC_MIGRATION_OPENAI_BREAKER_SECONDS", 30),
     )
     return embedder

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -44,6 +44,7 @@ from ..redaction import display_url
 from ..tokens import count_tokens
 from .base import EmbeddingError, EmbedStats
 from .batching import MAX_INPUTS_PER_REQUEST, MAX_TOKENS_PER_INPUT, MAX_TOKENS_PER_REQUEST, plan_batches
+from .breaker import UNREACHABLE, ConnectionBreaker
 from .pricing import estimate_cost
 from .ratelimit import RateLimiter, parse_retry_after
 
@@ -89,6 +90,7 @@ class SharedResources:
     limiter: RateLimiter
     executor: ThreadPoolExecutor
     max_concurrency: int
+    breaker: ConnectionBreaker = field(default_factory=ConnectionBreaker)
 
 
 _REGISTRY: dict[tuple[str, str], SharedResources] = {}
@@ -103,6 +105,7 @@ def shared_resources(
     rpm: int | None = None,
     tpm: int | None = None,
     window_seconds: float = 60.0,
+    breaker: ConnectionBreaker | None = None,
 ) -> SharedResources:
     """The (base_url, model) pool and limiter, created by the first caller.
 
@@ -117,6 +120,7 @@ def shared_resources(
                 limiter=RateLimiter(rpm=rpm, tpm=tpm, window_seconds=window_seconds),
                 executor=ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix=f"embed-{model}"),
                 max_concurrency=max_concurrency,
+                breaker=breaker or ConnectionBreaker(),
             )
             _REGISTRY[key] = shared
         elif rpm is not None or tpm is not None:
@@ -215,6 +219,8 @@ class OpenAIEmbedder:
         max_input_tokens: int = MAX_TOKENS_PER_INPUT,
         locate_bad_inputs: bool = True,
         share_limits: bool = True,
+        breaker_failures: int = 6,
+        breaker_seconds: float = 30.0,
     ) -> None:
         if dims < 1:
             raise ValueError("dims must be positive")
@@ -252,7 +258,7 @@ class OpenAIEmbedder:
         if share_limits:
             self._shared = shared_resources(
                 self.base_url, model, max_concurrency=max_concurrency, rpm=rpm, tpm=tpm,
-                window_seconds=rate_window_seconds,
+                window_seconds=rate_window_seconds, breaker=ConnectionBreaker(breaker_failures, breaker_seconds),
             )
             self._owns_shared = False
         else:
@@ -260,6 +266,7 @@ class OpenAIEmbedder:
                 limiter=RateLimiter(rpm=rpm, tpm=tpm, window_seconds=rate_window_seconds),
                 executor=ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix=f"embed-{model}"),
                 max_concurrency=max_concurrency,
+                breaker=ConnectionBreaker(breaker_failures, breaker_seconds),
             )
             self._owns_shared = True
         self._stats_lock = threading.Lock()
@@ -417,6 +424,7 @@ class OpenAIEmbedder:
         while True:
             if cancel.is_set():
                 raise _Cancelled()
+            self._fail_if_unreachable()
             retry_after: float | None = None
             try:
                 try:
@@ -460,6 +468,7 @@ class OpenAIEmbedder:
                 raise OpenAIEmbeddingError(
                     f"embedding batch of {len(batch)} inputs starting at input {rng.start} failed after "
                     f"{self.max_retries} retries; last error: {self._scrub(reason)}") from None
+            self._fail_if_unreachable()
             with self._stats_lock:
                 self.stats.retries += 1
             delay = self._backoff(attempt, retry_after)
@@ -479,9 +488,11 @@ class OpenAIEmbedder:
             self.stats.requests += 1
         try:
             raw = self._client.embeddings.with_raw_response.create(**kwargs)
+            self._shared.breaker.record_answer()
             limiter.update_from_headers(raw.headers)
             return raw.content
         except openai.APIStatusError as exc:
+            self._shared.breaker.record_answer()  # an HTTP answer: the endpoint is there
             headers = exc.response.headers
             limiter.update_from_headers(headers)
             status = exc.status_code
@@ -526,11 +537,20 @@ class OpenAIEmbedder:
                 f"{what} (HTTP {status}, type={etype}, code={code}): {hint}", status_code=status, code=code,
                 error_type=etype, request_id=request_id) from None
         except openai.APITimeoutError:
+            self._shared.breaker.record_failure(f"timeout after {self.timeout:g}s")
             raise _Retry(f"timeout after {self.timeout:g}s") from None
         except openai.APIConnectionError:
+            self._shared.breaker.record_failure("connection error")
             raise _Retry(f"connection error to {display_url(self.base_url)}") from None
         finally:
             limiter.release(reservation, consumed=consumed)
+
+    def _fail_if_unreachable(self) -> None:
+        reason = self._shared.breaker.open_reason
+        if reason is not None:
+            raise OpenAIEmbeddingError(
+                f"{UNREACHABLE}: {display_url(self.base_url)}: {reason}; stopped instead of retrying every batch "
+                "(partitions embedded before are loaded, their vectors are cached): run again when it answers")
 
     def _decode(self, content: bytes, n: int, fmt: str) -> _Decoded:
         """Parse and check a 200 body: n finite, non-zero vectors of ``dims``, then L2-normalise.
