@@ -1,13 +1,14 @@
 """Per-stage seconds of a ``doc-migrate full`` run, read back from its Dagster instance.
 
 Each asset is one step of the run; a step's duration (STEP_START → STEP_SUCCESS/FAILURE) is split
-into the asset's own work (the ``seconds`` of its materialization metadata) and the rest, which
+into the asset's own work (the ``seconds`` of the run totals it logs) and the rest, which
 is Dagster's bookkeeping: one ASSET_MATERIALIZATION event per partition written to the event
 log after the work is done.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,24 @@ STAGES = {
 
 def stage_of(step_key: str) -> str:
     return STAGES.get(step_key, "checks")
+
+
+TOTALS = " run totals: "  # the asset's run-log line (per_partition_metadata): its "seconds" is the work
+
+
+def _read_totals(entry: Any, steps: dict[str, dict[str, Any]]) -> None:
+    """An asset's work seconds, from the totals line it logs once per step (each partition's
+    materialization carries that partition's own seconds only)."""
+    message = getattr(entry, "user_message", "") or ""
+    if TOTALS not in message or not entry.step_key:
+        return
+    try:
+        totals = json.loads(message.split(TOTALS, 1)[1])
+    except ValueError:
+        return
+    if isinstance(totals, dict) and isinstance(totals.get("seconds"), int | float):
+        step = steps.setdefault(entry.step_key, {"seconds": 0.0, "work_seconds": None, "materializations": 0})
+        step["work_seconds"] = (step["work_seconds"] or 0.0) + float(totals["seconds"])
 
 
 def read_stage_times(dagster_home: Path, run_ids: list[str]) -> dict[str, Any]:
@@ -45,6 +64,7 @@ def read_stage_times(dagster_home: Path, run_ids: list[str]) -> dict[str, Any]:
                 for entry in logs:
                     ev = entry.dagster_event
                     if ev is None:
+                        _read_totals(entry, steps)
                         continue
                     kind = ev.event_type_value
                     if kind == DagsterEventType.RUN_START.value:
@@ -64,11 +84,6 @@ def read_stage_times(dagster_home: Path, run_ids: list[str]) -> dict[str, Any]:
                     elif kind == DagsterEventType.ASSET_MATERIALIZATION.value and entry.step_key:
                         step = steps.setdefault(entry.step_key, {"seconds": 0.0, "work_seconds": None,
                                                                   "materializations": 0})
-                        if step["materializations"] == 0:
-                            meta = ev.event_specific_data.materialization.metadata  # type: ignore[union-attr]
-                            if "seconds" in meta:
-                                value: Any = meta["seconds"].value
-                                step["work_seconds"] = (step["work_seconds"] or 0.0) + float(value)
                         step["materializations"] += 1
                 if run_start is not None and run_end is not None:
                     run_seconds += run_end - run_start

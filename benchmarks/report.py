@@ -67,7 +67,7 @@ def _incremental_section(sc: dict[str, Any]) -> list[str]:
            "Files and chunks re-processed: what the run read, parsed and chunked (the other files' rows were kept "
            "without being read). New distinct texts are counted independently from the documents' content "
            "hashes before and after.", "",
-           "| scenario | files edited | wall | of first run | files parsed | chunks re-processed | chunks embedded "
+           "| scenario | files edited | wall | of first run (excl. index build) | files parsed | chunks re-processed | chunks embedded "
            "| new distinct texts | rows written |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, r in runs:
         inc = r["incremental"]
@@ -150,7 +150,8 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             inc = run["incremental"]
             ratio = inc["wall_ratio_to_first"]
             met = run["wall_seconds"] <= limit if key == "one_file" else ratio <= limit
-            add(label, f"{run['wall_seconds']:.1f} s = {100 * ratio:.1f} % of the first run; "
+            add(label, f"{run['wall_seconds']:.1f} s = {100 * ratio:.1f} % of the first run (excluding its index "
+                       f"build); "
                        f"{inc['files_parsed']} files / {inc['chunks_reprocessed']} chunks re-processed",
                 met and run.get("exit_code") == 0)
     dump = sc.get("dump")

@@ -50,6 +50,7 @@ class Settings:
     batch_size: int = 256
     pipeline_schema: str = "doc_migration"
     vector_index: str = "build"  # "defer": a bootstrap split over several runs builds the HNSW index once, last
+    index_rebuild_min_rows: int = 20_000  # a run writing new text into more rows rebuilds the index (see storage)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,6 +108,7 @@ class Settings:
             batch_size=batch,
             pipeline_schema=schema,
             vector_index=vector_index,
+            index_rebuild_min_rows=env_int("DOC_MIGRATION_INDEX_REBUILD_MIN_ROWS", 20_000),
         )
 
     def with_overrides(self, **kwargs: Any) -> Settings:

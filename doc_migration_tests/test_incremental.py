@@ -156,3 +156,27 @@ def test_a_new_file_cannot_take_over_a_kept_files_row(tmp_path: Path, database_u
     assert snapshot(database_url) == before, r.stderr[-2000:]
     reasons = {q["path"]: q["reason"] for q in r.json["quarantined_files"]}
     assert "already produced by another file" in reasons["page01.md#chunk0001"]
+
+
+def _index_oid(url: str) -> int | None:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT to_regclass('documents_embedding_hnsw')::oid").fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def test_a_rewrite_of_most_rows_rebuilds_the_hnsw_index_and_a_small_change_keeps_it(
+        tmp_path: Path, database_url: str, pg_server_url: str) -> None:
+    """Maintaining HNSW row by row costs several times a rebuild (docs/benchmarks.md, chunker scenario)."""
+    env = {"DOC_MIGRATION_INDEX_REBUILD_MIN_ROWS": "1"}  # the default 20,000 is for real corpora
+    manifest = _corpus(tmp_path)
+    _full(manifest, database_url, tmp_path, **env)
+    built = _index_oid(database_url)
+    assert built is not None, "the first load builds the index"
+    _edit(tmp_path)  # 2 of 12 files: new text for a few rows, the index is maintained
+    _full(manifest, database_url, tmp_path, **env)
+    assert _index_oid(database_url) == built
+    _manifest(tmp_path, max_tokens=120)  # every chunk's text changes: rebuilt after the load
+    _full(manifest, database_url, tmp_path, **env)
+    rebuilt = _index_oid(database_url)
+    assert rebuilt is not None and rebuilt != built
+    assert snapshot(database_url) == _clean(manifest, pg_server_url, tmp_path, "incremental_clean_e")

@@ -23,7 +23,7 @@ from ..pipeline.embed import embed_partition
 from ..pipeline.scan import scan
 from ..pipeline.stage import stage_partition
 from ..storage import check_results, ledger
-from ..storage.database import ensure_vector_index, explain_error
+from ..storage.database import drop_vector_index_for_rewrite, ensure_vector_index, explain_error
 from ..storage.loading import load_partition
 from ..storage.scans import record_scans
 from ..validation.html import render_html
@@ -267,6 +267,12 @@ def embeddings(context: AssetExecutionContext, migration: MigrationResource) -> 
 def loaded_rows(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
     start = time.perf_counter()
     embedder = migration.embedder
+    if migration.settings.vector_index != "defer":
+        dropped = drop_vector_index_for_rewrite(migration.url, migration.settings.pipeline_schema,
+                                                list(context.partition_keys), migration.settings.index_rebuild_min_rows)
+        if dropped:
+            context.log.info(f"new text for {dropped[0]:,} of {dropped[1]:,} rows: the HNSW index is rebuilt after "
+                             "the load (faster than maintaining it row by row)")
     with progress_in_run_log(context, {"load"}):
         results, failed = _each_partition(context, migration, "load", lambda key: load_partition(
             migration.settings, migration.url, key, context.run_id, embedder), workers=min(2, migration.parallel))

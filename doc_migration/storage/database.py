@@ -458,6 +458,41 @@ def vector_index_exists(conn: psycopg.Connection) -> bool:
     return row is not None
 
 
+REWRITE_SHARE = 0.3  # a run that writes new text into this share of the rows rebuilds the index instead
+
+
+def drop_vector_index_for_rewrite(url: str, schema: str, keys: list[str],
+                                  min_rows: int = 20_000) -> tuple[int, int] | None:
+    """Before a load that writes new text into a large share of the rows (a chunker change, a new
+    parser version), drop the HNSW index: maintaining it row by row costs several times a rebuild
+    (546 s against 168 s for a whole first load in docs/benchmarks.md). ``ensure_vector_index``
+    builds it again after the load; meanwhile the doc-server's queries are exact scans, slower
+    but correct. Only from ``min_rows`` rows with new text up. Returns (rows with new text, rows)
+    when it dropped the index."""
+    s = sql.Identifier(schema)
+    with connection(url, autocommit=True) as conn:
+        if not vector_index_exists(conn):
+            return None
+        staged = conn.execute(sql.SQL("SELECT count(*) FROM {}.staged_chunks WHERE partition_key = ANY(%s)")
+                              .format(s), (keys,)).fetchone()
+        if staged is None or staged[0] < min_rows:
+            return None
+        row = conn.execute(sql.SQL(
+            "SELECT (SELECT count(*) FROM {s}.staged_chunks st WHERE st.partition_key = ANY(%s) AND NOT EXISTS ("
+            "  SELECT 1 FROM {s}.partition_rows pr WHERE pr.doc_type = st.doc_type AND pr.source_name = st.source_name "
+            "  AND pr.doc_path = st.doc_path AND pr.text_sha = st.text_sha)), (SELECT count(*) FROM documents)"
+        ).format(s=s), (keys,)).fetchone()
+        assert row is not None
+        rewritten, total = int(row[0]), int(row[1])
+        if rewritten < max(min_rows, REWRITE_SHARE * total):
+            return None
+        try:
+            conn.execute("DROP INDEX IF EXISTS documents_embedding_hnsw")
+        except psycopg.errors.InsufficientPrivilege:  # not the table owner: keep maintaining it
+            return None
+    return rewritten, total
+
+
 def ensure_vector_index(url: str, dims: int, maintenance_work_mem: str = "1GB") -> bool:
     """Build the HNSW index after bulk loads (an index present during COPY slows it 100x).
 
