@@ -130,6 +130,52 @@ def _dagster_instance(settings: Settings) -> Any:
     return DagsterInstance.get()
 
 
+OWNER_HOST, OWNER_PID = "doc_migration/cli_host", "doc_migration/cli_pid"
+
+
+def _owner_tags() -> dict[str, str]:
+    """Which process runs a `full` run: a later `full` can tell a run whose process died (kill -9,
+    OOM) from one still running, and mark only the dead one failed."""
+    import socket
+
+    return {OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid())}
+
+
+def _fail_abandoned_runs(instance: Any) -> list[tuple[str, int]]:
+    """Runs of this machine's `doc-migrate full` left STARTED by a process that no longer exists
+    (Dagster cannot know that the in-process run died): reported failed, so the UI and
+    `dagster run list` do not show them running forever. A run of a live process is never touched."""
+    import socket
+
+    import dagster as dg
+
+    host = socket.gethostname()
+    marked: list[tuple[str, int]] = []
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED],
+                                                   tags={OWNER_HOST: host}))
+    for run in runs:
+        try:
+            pid = int(run.tags.get(OWNER_PID, ""))
+        except ValueError:
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        instance.report_run_failed(run, message=f"the doc-migrate process (pid {pid}) that ran it no longer exists "
+                                                "(killed); marked failed by the next `doc-migrate full`")
+        marked.append((str(run.run_id), pid))
+    return marked
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
 class ForeignRowsFound(Exception):
     """The database holds rows in this manifest's partitions that it does not produce (exit 3)."""
 
@@ -189,6 +235,9 @@ def _run_migrate_job(args: argparse.Namespace, settings: Settings, manifest: Man
     from .pipeline import interrupt, progress
 
     instance = _dagster_instance(settings)
+    for run_id, pid in _fail_abandoned_runs(instance):
+        display.write_line(f"doc-migrate full: run {run_id} of a doc-migrate process that died (pid {pid}) is "
+                           "marked failed; its committed partitions are kept, this run resumes the rest")
     job = defs.resolve_job_def("migrate")
     check_steps = {f"{spec.asset_key.to_python_identifier()}_{spec.name}" for c in CHECKS for spec in c.check_specs}
     outcome = RunOutcome()
@@ -200,7 +249,7 @@ def _run_migrate_job(args: argparse.Namespace, settings: Settings, manifest: Man
                     break
                 result = job.execute_in_process(
                     instance=instance,
-                    tags=range_tags(first, last),
+                    tags={**range_tags(first, last), **_owner_tags()},
                     run_config={
                         "resources": {"migration": {"config": {"sources": str(settings.sources_path),
                                                                "parallel": args.parallel}}},

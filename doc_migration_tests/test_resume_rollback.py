@@ -223,3 +223,29 @@ def test_kill_and_resume_never_embeds_a_chunk_twice(point: str, tmp_path: Path, 
             distinct = conn.execute("SELECT count(DISTINCT content) FROM documents").fetchone()
         assert server.stats.duplicates() == {}, "a chunk was sent to the embedding API twice"
         assert distinct is not None and len(server.stats.text_counts) == distinct[0]
+
+
+def test_a_run_killed_with_sigkill_is_marked_failed_by_the_next_run(tmp_path: Path, database_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19: an in-process Dagster run whose process died stayed STARTED in run storage forever."""
+    import dagster as dg
+
+    crashed = run_cli(["--sources", str(SAMPLE_MANIFEST), "full"], database_url=database_url, home=tmp_path,
+                      extra_env={"DOC_MIGRATION_CRASH_AT": "load-during-write:1"})
+    assert crashed.code == -signal.SIGKILL, crashed.stderr[-1500:]
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+
+    def statuses() -> dict[str, dg.DagsterRunStatus]:
+        with dg.DagsterInstance.get() as instance:
+            return {str(r.run_id): r.status for r in instance.get_runs()}
+
+    before = statuses()
+    assert list(before.values()) == [dg.DagsterRunStatus.STARTED]
+    resumed = run_cli(["--sources", str(SAMPLE_MANIFEST), "full", "--json"], database_url=database_url,
+                      home=tmp_path)
+    assert resumed.code == 0, resumed.stderr[-2000:]
+    (dead,) = before
+    assert f"run {dead} of a doc-migrate process that died" in resumed.stderr + resumed.stdout
+    after = statuses()
+    assert after[dead] == dg.DagsterRunStatus.FAILURE
+    assert all(s == dg.DagsterRunStatus.SUCCESS for r, s in after.items() if r != dead)
