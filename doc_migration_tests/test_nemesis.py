@@ -103,6 +103,7 @@ def test_nemesis(tmp_path: Path, database_url: str, pg_server_url: str) -> None:
     versions = _versions(root)
     originals = {rel: (root / rel).read_bytes() for rel in ("rust/ownership.md", "rust/cargo-features.md")}
     home = tmp_path / "home"
+    home.mkdir()
     injected: Counter[str] = Counter()
     log: list[str] = []
     with EmbeddingTestServer(api_key=KEY) as clean, \
@@ -118,7 +119,7 @@ def test_nemesis(tmp_path: Path, database_url: str, pg_server_url: str) -> None:
             _apply(root, originals, versions[target])
             injected[fault] += 1
             if fault == "kill-full":
-                what = _kill_at_random(_popen([*cli, "full"], database_url, home, env), rng, 12.0)
+                what = _kill_at_random(_popen([*cli, "full"], database_url, home, env), rng, 7.0)
             elif fault == "kill-rollback":
                 done = run_cli([*cli, "full", "--json"], database_url=database_url, home=home, extra_env=env)
                 assert done.code == 0, done.stderr[-2000:]
@@ -126,12 +127,12 @@ def test_nemesis(tmp_path: Path, database_url: str, pg_server_url: str) -> None:
                 what = "nothing to roll back"
                 if run_id:
                     what = _kill_at_random(_popen([*cli, "rollback", "--run", run_id, "--yes"], database_url, home,
-                                                  env), rng, 6.0)
+                                                  env), rng, 4.0)
             elif fault == "kill-repair":
                 assert run_cli([*cli, "full"], database_url=database_url, home=home, extra_env=env).code == 0
                 _tamper(database_url)
                 what = _kill_at_random(_popen([*cli, "validate", "--repair", "--yes"], database_url, home, env),
-                                       rng, 12.0)
+                                       rng, 9.0)
             elif fault == "concurrent":
                 procs = [_popen([*cli, "full"], database_url, home, env) for _ in range(2)]
                 codes = sorted(p.wait(timeout=600) for p in procs)
