@@ -406,7 +406,9 @@ def write_markdown(results: dict[str, Any], path: Path, svg_name: str) -> None:
             f"pgvector {pg.get('pgvector')}; shared_buffers {pg.get('shared_buffers')}, maintenance_work_mem "
             f"{pg.get('maintenance_work_mem')}, max_wal_size {pg.get('max_wal_size')}, synchronous_commit "
             f"{pg.get('synchronous_commit')}, io_method {pg.get('io_method')}", ""]
-    out += ["## How to rerun", "", "```bash",
+    out += ["## How to rerun", "",
+            "<!-- journey: not run — the benchmarks take minutes to hours; doc_migration_tests/bench runs a small one -->",
+            "```bash",
             "make bench                                   # = python -m benchmarks (184 MB, seed 42)",
             "python -m benchmarks --scale4x      # also the 4x corpus (memory flatness; long)",
             "python -m benchmarks --size-mb 20 --scenarios first,rerun,changed,copy   # quick look",
