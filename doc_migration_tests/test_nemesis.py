@@ -114,8 +114,13 @@ def test_nemesis(tmp_path: Path, database_url: str, pg_server_url: str) -> None:
         assert refs["A"] != refs["B"]
         cli = ["--sources", str(manifest)]
         started = time.monotonic()
+        current = "A"  # the empty database gets version A's rows in the first round
         for n in range(ROUNDS):
-            fault, target = rng.choice(FAULTS), rng.choice(sorted(versions))
+            fault = rng.choice(FAULTS)
+            # Every round moves to the other version, so the faulted command always has work to do
+            # (rollback and repair: the full run before them does).
+            target = current if n == 0 else ("B" if current == "A" else "A")
+            current = target
             _apply(root, originals, versions[target])
             injected[fault] += 1
             if fault == "kill-full":
@@ -123,11 +128,10 @@ def test_nemesis(tmp_path: Path, database_url: str, pg_server_url: str) -> None:
             elif fault == "kill-rollback":
                 done = run_cli([*cli, "full", "--json"], database_url=database_url, home=home, extra_env=env)
                 assert done.code == 0, done.stderr[-2000:]
-                run_id = done.json.get("run_id")
-                what = "nothing to roll back"
-                if run_id:
-                    what = _kill_at_random(_popen([*cli, "rollback", "--run", run_id, "--yes"], database_url, home,
-                                                  env), rng, 4.0)
+                run_id = done.json["run_id"]
+                assert run_id, f"seed {seed}, round {n}: the run before the rollback did nothing"
+                what = _kill_at_random(_popen([*cli, "rollback", "--run", run_id, "--yes"], database_url, home,
+                                              env), rng, 4.0)
             elif fault == "kill-repair":
                 assert run_cli([*cli, "full"], database_url=database_url, home=home, extra_env=env).code == 0
                 _tamper(database_url)
