@@ -61,33 +61,28 @@ def loaded_files(settings: Settings, url: str, key: str) -> tuple[int | None, di
     return int(state[0]), files
 
 
-def kept_rows(settings: Settings, url: str, key: str, replaced: list[FileKey]) -> dict[Identity, str]:
-    """The partition's rows that stay as they are (not owned by a replaced file), each with the
-    file it came from: a re-parsed file may not take one of them over."""
+def _rows(settings: Settings, url: str, key: str, files: list[FileKey], owned_by_them: bool) -> dict[Identity, str]:
+    """The partition's rows owned (or not owned) by the given files, each with its source file."""
     s = sql.Identifier(settings.pipeline_schema)
     with connection(url) as conn:
         return {(r[0], r[1], r[2]): r[3] for r in conn.execute(sql.SQL(
             "SELECT pr.doc_type, pr.source_name, pr.doc_path, pr.source_file FROM {s}.partition_rows pr "
-            "WHERE pr.partition_key = %(k)s AND pr.document_id NOT IN ("
+            "WHERE pr.partition_key = %(k)s AND pr.document_id {op} ("
             "  SELECT unnest(fs.row_ids) FROM {s}.file_state fs "
             "  JOIN unnest(%(src)s::text[], %(rel)s::text[]) AS f(source_name, rel_path) USING (source_name, rel_path) "
-            "  WHERE fs.partition_key = %(k)s)").format(s=s),
-            {"k": key, "src": [f[0] for f in replaced], "rel": [f[1] for f in replaced]})}
+            "  WHERE fs.partition_key = %(k)s)").format(s=s, op=sql.SQL("IN" if owned_by_them else "NOT IN")),
+            {"k": key, "src": [f[0] for f in files], "rel": [f[1] for f in files]})}
+
+
+def kept_rows(settings: Settings, url: str, key: str, replaced: list[FileKey]) -> dict[Identity, str]:
+    """The partition's rows that stay as they are (not owned by a replaced file), each with the
+    file it came from: a re-parsed file may not take one of them over."""
+    return _rows(settings, url, key, replaced, owned_by_them=False)
 
 
 def rows_of_files(settings: Settings, url: str, key: str, files: list[FileKey]) -> set[Identity]:
     """The identities of the rows the given files own in the partition now."""
-    if not files:
-        return set()
-    s = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn:
-        return {(r[0], r[1], r[2]) for r in conn.execute(sql.SQL(
-            "SELECT pr.doc_type, pr.source_name, pr.doc_path FROM {s}.partition_rows pr "
-            "WHERE pr.partition_key = %(k)s AND pr.document_id IN ("
-            "  SELECT unnest(fs.row_ids) FROM {s}.file_state fs "
-            "  JOIN unnest(%(src)s::text[], %(rel)s::text[]) AS f(source_name, rel_path) USING (source_name, rel_path) "
-            "  WHERE fs.partition_key = %(k)s)").format(s=s),
-            {"k": key, "src": [f[0] for f in files], "rel": [f[1] for f in files]})}
+    return set(_rows(settings, url, key, files, owned_by_them=True)) if files else set()
 
 
 def write_staged_files(conn: psycopg.Connection, s: sql.Identifier, key: str, files: list[StagedFile]) -> None:
