@@ -70,7 +70,7 @@ def _rows(settings: Settings, url: str, key: str, files: list[FileKey], owned_by
             "WHERE pr.partition_key = %(k)s AND pr.document_id {op} ("
             "  SELECT unnest(fs.row_ids) FROM {s}.file_state fs "
             "  JOIN unnest(%(src)s::text[], %(rel)s::text[]) AS f(source_name, rel_path) USING (source_name, rel_path) "
-            "  WHERE fs.partition_key = %(k)s)").format(s=s, op=sql.SQL("IN" if owned_by_them else "NOT IN")),
+            "  WHERE fs.partition_key = %(k)s)").format(s=s, op=sql.SQL("IN") if owned_by_them else sql.SQL("NOT IN")),
             {"k": key, "src": [f[0] for f in files], "rel": [f[1] for f in files]})}
 
 
