@@ -34,8 +34,8 @@ class FileChanges:
 
     base_load_id: int | None
     parse: list[FileJob] = field(default_factory=list)
-    unchanged: list[FileJob] = field(default_factory=list)
     deleted: list[FileKey] = field(default_factory=list)
+    unchanged: int = 0
     new: int = 0
     changed: int = 0
     version_changed: int = 0
@@ -69,7 +69,7 @@ def classify(jobs: list[tuple[FileJob, str | None]], loaded: dict[FileKey, Loade
         elif prev.version != file_version(job):
             out.version_changed += 1
         else:
-            out.unchanged.append(job)
+            out.unchanged += 1
             out.unchanged_chunks += prev.chunks
             continue
         out.parse.append(job)

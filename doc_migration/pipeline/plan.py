@@ -56,7 +56,7 @@ def _count_files(plan: Plan, changes: FileChanges) -> None:
     plan.files_changed += changes.changed
     plan.files_version_changed += changes.version_changed
     plan.files_deleted += len(changes.deleted)
-    plan.files_unchanged += len(changes.unchanged)
+    plan.files_unchanged += changes.unchanged
     plan.chunks_unchanged += changes.unchanged_chunks
     plan.chunks_total += changes.unchanged_chunks
 

@@ -17,7 +17,7 @@ from ..manifest import Manifest
 from ..storage import file_state, staging
 from ..storage.file_state import Identity, StagedFile
 from ..storage.scans import scanned_files
-from .changes import FileChanges, file_version, partition_changes
+from .changes import file_version, partition_changes
 from .parse import FileJob, FileResult, make_job, parse_files
 from .progress import Tally
 
@@ -55,13 +55,6 @@ def _collision(fr: FileResult, seen: dict[Identity, str]) -> dict[str, str] | No
             "detected_by": fr.detected_by}
 
 
-def _kept_rows(settings: Settings, url: str, key: str, changes: FileChanges) -> dict[Identity, str]:
-    """Rows that stay as they are (owned by unchanged files, or by nobody's file), with their file."""
-    if not changes.incremental:
-        return {}
-    return file_state.kept_rows(settings, url, key, changes.replaced)
-
-
 def stage_partition(settings: Settings, manifest: Manifest, url: str, key: str, run_id: str,
                     parallel: int = 1, tally: Tally | None = None) -> StageResult:
     """``tally`` counts parsed files across the run's partitions (progress of a long parse)."""
@@ -78,26 +71,27 @@ def stage_partition(settings: Settings, manifest: Manifest, url: str, key: str, 
     jobs = file_jobs(settings, manifest, url, key)
     scope = manifest.source_names_for(key)
     changes = partition_changes(settings, url, key, jobs, scope)
-    digests = {(j.source_name, j.rel_path): d for j, d in jobs}
+    scanned = {(j.source_name, j.rel_path): (j, d) for j, d in jobs}
     result = StageResult(key, "staged", checksum, files=len(jobs), files_parsed=len(changes.parse),
                          files_deleted=len(changes.deleted), incremental=changes.incremental)
     if tally is not None:
         tally.add_total(len(changes.parse))
     staged_files = [StagedFile(src, rel, None, "", "deleted", 0, []) for src, rel in changes.deleted]
     with staging.StagedWriter(settings, url, key) as writer:
-        seen = _kept_rows(settings, url, key, changes)
-        by_key = {(j.source_name, j.rel_path): j for j in changes.parse}
+        # rows that stay as they are (unchanged files', or nobody's), with their file: a re-parsed file
+        # may not take one over
+        seen = file_state.kept_rows(settings, url, key, changes.replaced) if changes.incremental else {}
         for fr in parse_files(changes.parse, parallel):  # in the order files finish
-            job = by_key[(fr.source_name, fr.rel_path)]
+            job, digest = scanned[(fr.source_name, fr.rel_path)]
             if tally is not None:
                 tally.advance()
             if fr.quarantine is None:
                 fr.quarantine = _collision(fr, seen)
             result.quarantined.extend(fr.partial)
             refused = fr.quarantine is not None
-            staged_files.append(StagedFile(job.source_name, job.rel_path, digests[(job.source_name, job.rel_path)],
-                                           file_version(job), "refused" if refused else "loaded",
-                                           0 if refused else fr.documents, [] if refused else [r[0] for r in fr.rows]))
+            staged_files.append(StagedFile(job.source_name, job.rel_path, digest, file_version(job),
+                                           "refused" if refused else "loaded", 0 if refused else fr.documents,
+                                           [] if refused else [r[0] for r in fr.rows]))
             if fr.quarantine is not None:
                 result.quarantined.append(fr.quarantine)
                 continue

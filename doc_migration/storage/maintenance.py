@@ -184,8 +184,7 @@ def reset_partition(settings: Settings, url: str, key: str, purge_ids: list[str]
             "AND d.id = pr.document_id").format(s=s), (key,)).rowcount
         owned = conn.execute(sql.SQL("DELETE FROM {}.partition_rows WHERE partition_key = %s").format(s),
                              (key,)).rowcount
-        forget_partition(conn, s, key)
-        for table in ("staged_chunks", "staged_files", "staged_partitions", "partition_state"):
+        for table in ("file_state", "staged_chunks", "staged_files", "staged_partitions", "partition_state"):
             conn.execute(sql.SQL("DELETE FROM {}.{} WHERE partition_key = %s").format(s, sql.Identifier(table)), (key,))
         record_reset(conn, s, key, deleted, reason, requested_by)
         conn.commit()
