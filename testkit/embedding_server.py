@@ -7,6 +7,11 @@ bearer-key auth, RPM/TPM over a rolling window with ``x-ratelimit-*`` / ``retry-
 headers on every response) with OpenAI-shaped error bodies, and can inject the failures a client
 must survive: 500s, garbage bodies, slow answers, forced 429s and ``insufficient_quota``.
 
+It also serves the Files and Batch APIs (``/v1/files``, ``/v1/batches``; see
+:mod:`testkit.batch_api`): a batch answers each request with the same body this endpoint gives,
+its states advance on a clock a test can move (:meth:`EmbeddingTestServer.advance`), and it can
+expire, be cancelled, or fail some requests on demand.
+
 Vectors are deterministic per input text (and seed), so a test can compare what a client
 reassembled with :meth:`EmbeddingTestServer.vectors_for`. A vector is the concatenation of two
 rotated, pre-normalised half-rows of a seeded Gaussian basis chosen by the text's sha256; at
@@ -34,7 +39,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from doc_migration.tokens import count_tokens
+from testkit.batch_api import BatchAPI
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 RequestHeaders = Mapping[str, str] | Message
@@ -199,6 +205,22 @@ class ServerStats:
     dimensions: Counter[int] = field(default_factory=Counter)
     admitted: list[tuple[float, int, int]] = field(default_factory=list)  # (t, tokens, inputs)
     log: list[tuple[float, int, int]] = field(default_factory=list)  # (arrival t, status, inputs)
+    # Files / Batch API: what was uploaded and submitted, to prove each chunk went out once.
+    files_uploaded: int = 0
+    files_deleted: int = 0
+    batches_created: int = 0
+    batches_cancelled: int = 0  # cancel calls that moved a batch to ``cancelling``
+    batch_requests_submitted: int = 0  # valid lines of the input files of created batches
+    batch_inputs_submitted: int = 0  # embedding inputs in those lines
+    batch_requests_completed: int = 0  # lines written to an output file
+    batch_custom_ids: Counter[str] = field(default_factory=Counter)  # per custom_id, over created batches
+    batch_text_counts: Counter[str] = field(default_factory=Counter)  # per input text, over created batches
+    batch_embedded_text_counts: Counter[str] = field(default_factory=Counter)  # texts in output files
+    batch_final_statuses: Counter[str] = field(default_factory=Counter)  # completed/failed/expired/cancelled
+
+    def batch_duplicates(self) -> dict[str, int]:
+        """Texts submitted in more than one batch request (or twice in one request)."""
+        return {text: n for text, n in self.batch_text_counts.items() if n > 1}
 
     def duplicates(self) -> dict[str, int]:
         """Texts embedded (answered with a 200) more than once."""
@@ -273,6 +295,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         self._dispatch("GET")
 
+    def do_DELETE(self) -> None:  # noqa: N802 - stdlib naming
+        self._dispatch("DELETE")
+
 
 def _send_parts(sock: socket.socket, parts: Sequence[bytes | memoryview]) -> None:
     """Write many buffers with ``sendmsg`` (writev): no join, no payload copy in Python."""
@@ -300,6 +325,14 @@ class EmbeddingTestServer:
     Failure switches (``fail_rate_500``, ``garbage_rate``, ``slow_seconds``/``slow_rate``,
     ``force_429_every``, ``insufficient_quota``...) are plain attributes and may be changed while
     the server runs. ``window_seconds`` shortens the RPM/TPM window so tests finish in seconds.
+
+    Batch API knobs (also plain attributes): ``batch_validating_seconds``, ``batch_seconds`` (time
+    in ``in_progress``; requests run uniformly over it), ``batch_finalizing_seconds``,
+    ``batch_cancelling_seconds``, ``batch_expiry_seconds`` (stand-in for the 24 h window),
+    ``batch_max_requests`` / ``batch_max_inputs`` (50,000 each), ``max_file_bytes`` (200 MB),
+    ``batch_enqueued_token_limit`` (int, or per model), ``batch_fail_rate`` and
+    ``batch_fail_custom_ids`` (requests that fail with a 500 into the error file), and
+    ``batch_clock`` (Unix seconds; default ``time.time``) to which :meth:`advance` adds.
     """
 
     def __init__(
@@ -327,6 +360,18 @@ class EmbeddingTestServer:
         max_tokens_per_request: int = 300_000,
         max_input_tokens: int = 8191,
         record_texts: bool = True,
+        batch_validating_seconds: float = 0.0,
+        batch_seconds: float = 0.0,
+        batch_finalizing_seconds: float = 0.0,
+        batch_cancelling_seconds: float = 0.0,
+        batch_expiry_seconds: float = 24 * 3600.0,
+        batch_max_requests: int = 50_000,
+        batch_max_inputs: int = 50_000,
+        max_file_bytes: int = 200_000_000,
+        batch_enqueued_token_limit: int | Mapping[str, int] | None = None,
+        batch_fail_rate: float = 0.0,
+        batch_fail_custom_ids: Collection[str] = (),
+        batch_clock: Callable[[], float] | None = None,
     ) -> None:
         unknown = set(garbage_modes) - set(GARBAGE_MODES)
         if unknown:
@@ -353,6 +398,18 @@ class EmbeddingTestServer:
         self.max_tokens_per_request = max_tokens_per_request
         self.max_input_tokens = max_input_tokens
         self.record_texts = record_texts
+        self.batch_validating_seconds = batch_validating_seconds
+        self.batch_seconds = batch_seconds
+        self.batch_finalizing_seconds = batch_finalizing_seconds
+        self.batch_cancelling_seconds = batch_cancelling_seconds
+        self.batch_expiry_seconds = batch_expiry_seconds
+        self.batch_max_requests = batch_max_requests
+        self.batch_max_inputs = batch_max_inputs
+        self.max_file_bytes = max_file_bytes
+        self.batch_enqueued_token_limit = batch_enqueued_token_limit
+        self.batch_fail_rate = batch_fail_rate
+        self.batch_fail_custom_ids = batch_fail_custom_ids
+        self.batch_clock = batch_clock
         self.stats = ServerStats()
         self.bank = vector_bank(dims, seed)
         self._rng = random.Random(seed)
@@ -364,6 +421,7 @@ class EmbeddingTestServer:
         self._counter = 0
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.batch_api = BatchAPI(self)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> EmbeddingTestServer:
@@ -410,6 +468,14 @@ class EmbeddingTestServer:
 
     def now(self) -> float:
         return time.monotonic() - self._t0
+
+    def advance(self, seconds: float) -> None:
+        """Move the Batch API clock forward and apply the state transitions now due."""
+        self.batch_api.advance(seconds)
+
+    def batch_now(self) -> float:
+        """The Batch API clock (Unix seconds): ``batch_clock`` plus what :meth:`advance` added."""
+        return self.batch_api.now()
 
     # ------------------------------------------------------------------ rate limits
     def _expire(self, now: float) -> None:
@@ -491,18 +557,18 @@ class EmbeddingTestServer:
         route = path.split("?", 1)[0].rstrip("/")
         if method == "GET" and route in ("", "/health", "/v1/health"):
             return 200, dict(JSON_HEADERS), b'{"status":"ok"}', 0
+        if route.removeprefix("/v1").split("/")[1:2] in (["files"], ["batches"]):
+            denied = self._auth_error(headers)
+            if denied is not None:
+                return denied
+            return (*self.batch_api.handle(method, path, headers, body), 0)
         if route not in ("/v1/embeddings", "/embeddings"):
             return self._plain(404, _error(f"Invalid URL ({method} {route})", "invalid_request_error"))
         if method != "POST":
             return self._plain(405, _error("Method not allowed", "invalid_request_error"))
-        if self.api_key is not None:
-            auth = headers.get("Authorization") or headers.get("authorization") or ""
-            if auth != f"Bearer {self.api_key}":
-                # Never echo the presented token, not even masked.
-                return self._plain(401, _error(
-                    "Incorrect API key provided. You can find your API key at "
-                    "https://platform.openai.com/account/api-keys.",
-                    "invalid_request_error", "invalid_api_key"))
+        denied = self._auth_error(headers)
+        if denied is not None:
+            return denied
         try:
             req = json.loads(body)
             if not isinstance(req, dict):
@@ -590,6 +656,19 @@ class EmbeddingTestServer:
             if self.record_texts:
                 st.text_counts.update(texts)
         return 200, {**JSON_HEADERS, **rate}, payload, n
+
+    def _auth_error(self, headers: RequestHeaders) -> tuple[int, dict[str, str], bytes, int] | None:
+        """The 401 for a missing or wrong bearer key, or None."""
+        if self.api_key is None:
+            return None
+        auth = headers.get("Authorization") or headers.get("authorization") or ""
+        if auth == f"Bearer {self.api_key}":
+            return None
+        # Never echo the presented token, not even masked.
+        return self._plain(401, _error(
+            "Incorrect API key provided. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            "invalid_request_error", "invalid_api_key"))
 
     def _validate(self, req: dict[str, Any]) -> bytes | tuple[list[str], list[int], str, str, int | None]:
         """Check a request as OpenAI does; an error body, or (texts, counts, model, format, dims)."""
@@ -713,13 +792,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ignore-encoding-format", action="store_true", help="answer float lists like Ollama")
     p.add_argument("--record-texts", action="store_true", help="keep every text for duplicate checks")
+    p.add_argument("--batch-seconds", type=float, default=0.0, help="time a batch spends in_progress")
+    p.add_argument("--batch-expiry-seconds", type=float, default=24 * 3600.0, help="stand-in for the 24h window")
     args = p.parse_args(argv)
     server = EmbeddingTestServer(
         port=args.port, dims=args.dims, tpm=args.tpm, rpm=args.rpm, fail_rate_500=args.fail_rate_500,
         garbage_rate=args.garbage_rate, slow_seconds=args.slow_seconds, force_429_every=args.force_429_every,
         api_key=args.api_key, seed=args.seed, host=args.host, window_seconds=args.window_seconds,
         slow_rate=args.slow_rate, ignore_encoding_format=args.ignore_encoding_format,
-        record_texts=args.record_texts,
+        record_texts=args.record_texts, batch_seconds=args.batch_seconds,
+        batch_expiry_seconds=args.batch_expiry_seconds,
     )
     stop = threading.Event()
     with contextlib.suppress(ValueError):  # not the main thread (embedded use): rely on Ctrl-C
@@ -740,6 +822,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "max_inputs_per_request": st.max_inputs_per_request,
             "status_counts": {str(k): v for k, v in st.status_counts.items()},
             "tokens_per_window": st.tokens_per_window(server.window_seconds),
+            "files_uploaded": st.files_uploaded, "batches_created": st.batches_created,
+            "batch_requests_submitted": st.batch_requests_submitted,
         }), flush=True)
     return 0
 
