@@ -14,7 +14,8 @@ validation, same vectors, same body), so a batch run and a synchronous run give 
 Assumptions where OpenAI documents nothing precise: an injected failure is a 500 with a
 ``server_error`` body inside the line's ``response`` (top-level ``error`` null, as for any HTTP
 failure); ``request_counts.failed`` counts requests that ran and failed, so an expired or
-cancelled batch has ``completed + failed < total``; only ``/v1/embeddings`` batches are served.
+cancelled batch has ``completed + failed < total``; cancelling a batch that is finalizing or
+finished is a 400; only ``/v1/embeddings`` batches are served.
 """
 
 from __future__ import annotations
@@ -446,7 +447,7 @@ class BatchAPI:
             batch.requests.append(BatchRequest(number, custom_id, body, self.server._validate(body)))
         if not lines or (not errors and not batch.requests):
             fail("empty_file", "The batch input file is empty.")
-        n = len(batch.requests) + sum(1 for e in errors if e["line"] is not None)
+        n = sum(1 for text in lines if text.strip())
         if n > self.server.batch_max_requests:
             fail("too_many_tasks", f"The batch input file contains {n} requests; the limit is "
                  f"{self.server.batch_max_requests} requests per batch.")
@@ -550,8 +551,8 @@ class BatchAPI:
         """A terminal state with its output and error files (what ran, then what never ran)."""
         batch.status, batch.ran = status, ran
         setattr(batch, f"{status}_at", t)
-        out: list[bytes] = []
-        err: list[bytes] = []
+        out: list[bytes | memoryview] = []  # parts of the file, joined once (the output can be GBs)
+        err: list[bytes | memoryview] = []
         embedded: list[str] = []
         for pos, i in enumerate(batch.order):
             r = batch.requests[i]
@@ -560,17 +561,17 @@ class BatchAPI:
                 message = ("This request could not be executed before the completion window expired."
                            if status == "expired" else "This request was not executed because the batch was "
                            "cancelled.")
-                err.append(self._line(r, None, json.dumps({"code": code, "message": message}).encode()))
+                err.extend(self._line(r, None, json.dumps({"code": code, "message": message}).encode()))
             elif i in batch.injected:
-                err.append(self._line(r, (500, json.dumps({"error": {
+                err.extend(self._line(r, (500, [json.dumps({"error": {
                     "message": "The server had an error while processing your request. Sorry about that!",
-                    "type": "server_error", "param": None, "code": None}}).encode())))
+                    "type": "server_error", "param": None, "code": None}}).encode()])))
             elif isinstance(r.parsed, bytes):
-                err.append(self._line(r, (400, r.parsed)))
+                err.extend(self._line(r, (400, [r.parsed])))
             else:
                 texts, counts, model, fmt, dimensions = r.parsed
                 payload = self.server._answer(texts, model, fmt, dimensions, sum(counts), None, 0)
-                out.append(self._line(r, (200, self.server.response_bytes(payload))))
+                out.extend(self._line(r, (200, [payload] if isinstance(payload, bytes) else payload)))
                 embedded.extend(texts)
         if out:
             batch.output_file_id = self._store(f"{batch.id}_output.jsonl", "batch_output", b"".join(out)).id
@@ -587,17 +588,20 @@ class BatchAPI:
         with self.server._lock:
             self.server.stats.batch_final_statuses[batch.status] += 1
 
-    def _line(self, r: BatchRequest, response: tuple[int, bytes] | None, error: bytes | None = None) -> bytes:
-        """One output/error file line, the body spliced in as raw JSON (no re-encoding of vectors)."""
-        head = b'{"id":"%s","custom_id":%s,"response":' % (
-            self._new_id("batch_req_", 16).encode(), json.dumps(r.custom_id).encode())
+    def _line(self, r: BatchRequest, response: tuple[int, list[bytes | memoryview]] | None,
+              error: bytes | None = None) -> list[bytes | memoryview]:
+        """One output/error file line as parts, the body spliced in as raw JSON (vectors not re-encoded)."""
+        parts: list[bytes | memoryview] = [b'{"id":"%s","custom_id":%s,"response":' % (
+            self._new_id("batch_req_", 16).encode(), json.dumps(r.custom_id).encode())]
         if response is None:
-            resp = b"null"
+            parts.append(b"null")
         else:
             status, body = response
-            resp = b'{"status_code":%d,"request_id":"%s","body":%s}' % (
-                status, self._new_id("req_", 16).encode(), body)
-        return head + resp + b',"error":' + (error or b"null") + b"}\n"
+            parts.append(b'{"status_code":%d,"request_id":"%s","body":' % (status, self._new_id("req_", 16).encode()))
+            parts.extend(body)
+            parts.append(b"}")
+        parts.append(b',"error":' + (error or b"null") + b"}\n")
+        return parts
 
     # ------------------------------------------------------------------ batches: cancel, list, JSON
     def _cancel(self, batch_id: str) -> Response:
@@ -607,7 +611,8 @@ class BatchAPI:
         if batch.status == "cancelling":
             return _ok(self.batch_json(batch))
         if batch.status not in ("validating", "in_progress"):
-            return _error(409, f"Cannot cancel a batch with status '{batch.status}'.")
+            # 400 (not 409, which clients retry): the state will not change by asking again
+            return _error(400, f"Cannot cancel a batch with status '{batch.status}'.", "batch_id")
         now = self.now()
         if batch.status == "validating":
             batch.in_progress_at = None  # nothing ran
