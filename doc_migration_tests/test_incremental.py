@@ -3,6 +3,7 @@ rows where they are, and ends exactly where a clean load of the same files ends 
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -180,3 +181,53 @@ def test_a_rewrite_of_most_rows_rebuilds_the_hnsw_index_and_a_small_change_keeps
     rebuilt = _index_oid(database_url)
     assert rebuilt is not None and rebuilt != built
     assert snapshot(database_url) == _clean(manifest, pg_server_url, tmp_path, "incremental_clean_e")
+
+
+def _texts(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        return {r[0] for r in conn.execute("SELECT md5(content) FROM documents")}
+
+
+def _fingerprinted(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return int(conn.execute("SELECT count(*) FROM doc_migration.text_fingerprints").fetchone()[0])  # type: ignore[index]
+
+
+def test_a_rerun_checks_the_rows_it_wrote_and_fingerprints_only_new_texts(tmp_path: Path,
+                                                                         database_url: str) -> None:
+    manifest = _corpus(tmp_path)
+    _full(manifest, database_url, tmp_path)
+    texts_before = _texts(database_url)
+    with psycopg.connect(database_url) as conn:
+        copied = conn.execute("SELECT count(*) FROM documents WHERE doc_path LIKE 'page01.md%'").fetchone()[0]  # type: ignore[index]
+    assert copied > 1 and _fingerprinted(database_url) == len(texts_before), "the first run fingerprints each text once"
+
+    docs = tmp_path / "docs"
+    (docs / "zz-copy.md").write_bytes((docs / "page01.md").read_bytes())  # duplicates of rows the run leaves alone
+    (docs / "page03.md").write_text(_page(3, "rewritten"), encoding="utf-8")
+    second = _full(manifest, database_url, tmp_path)
+    written = second["rows_inserted"] + second["rows_updated"]
+    new_texts = _texts(database_url) - texts_before
+    assert new_texts and _fingerprinted(database_url) == len(texts_before) + len(new_texts), (
+        "only the texts never seen before are fingerprinted")
+
+    report = json.loads((tmp_path / "reports" / f"validation-{second['run_id']}.json").read_text(encoding="utf-8"))
+    checks = report["checks"]
+    scope = f"rows written by run {second['run_id']}"
+    assert {n for n, c in checks.items() if c.get("scope") == scope} == {"embeddings", "schema", "retrieval",
+                                                                         "duplicates"}
+    dup = checks["duplicates"]
+    assert dup["rows_written_checked"] == written and dup["rows_scanned"] == second["chunks"]
+    assert dup["exact_groups"] == copied, "each copied row is found beside the unchanged row it copies"
+    pairs = {tuple(sorted([f["canonical"]["doc_path"].split("#")[0], f["duplicates"][0]["doc_path"].split("#")[0]]))
+             for f in dup["findings"] if f["kind"] == "exact"}
+    assert pairs == {("page01.md", "zz-copy.md")}
+    assert checks["schema"]["rows_sampled"] <= written and checks["retrieval"]["sampled"] <= written
+
+    # `validate` still looks at everything: the same groups, every row sampled where it samples.
+    v = run_cli(["--sources", str(manifest), "validate", "--json"], database_url=database_url, home=tmp_path)
+    assert v.code == 0, v.stderr[-2000:]
+    full = v.json["checks"]
+    assert "scope" not in full["duplicates"] and full["duplicates"]["exact_groups"] == copied
+    assert full["duplicates"]["rows_written_checked"] is None
+    assert full["schema"]["rows_sampled"] > checks["schema"]["rows_sampled"]

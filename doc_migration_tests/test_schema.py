@@ -13,9 +13,14 @@ def _settings(tmp_path: Path, url: str, dims: int = 3072) -> Settings:
     return Settings(home=tmp_path, database_url=url, sources_path=tmp_path / "x.yaml", embedding_dims=dims)
 
 
+MIGRATIONS = sorted(int(p.name[:4]) for p in (Path(__file__).parents[1] / "doc_migration" / "storage" /
+                                              "migrations").glob("[0-9][0-9][0-9][0-9]_*.sql"))
+
+
 def test_migrations_apply_once_and_are_recorded(tmp_path: Path, database_url: str) -> None:
+    assert MIGRATIONS[:9] == list(range(1, 10)) and MIGRATIONS == list(range(1, len(MIGRATIONS) + 1))
     first = migrate(_settings(tmp_path, database_url), database_url)
-    assert first["applied"] == [1, 2, 3, 4, 5, 6, 7, 8] and first["pgvector"] >= "0.7"
+    assert first["applied"] == MIGRATIONS and first["pgvector"] >= "0.7"
     second = migrate(_settings(tmp_path, database_url), database_url)
     assert second["applied"] == []
     with psycopg.connect(database_url) as conn:
@@ -24,7 +29,7 @@ def test_migrations_apply_once_and_are_recorded(tmp_path: Path, database_url: st
                               "WHERE attrelid = 'documents'::regclass AND attname = 'embedding'").fetchone()
         public_tables = {r[0] for r in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert versions == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert versions == MIGRATIONS
     assert typmod == ("vector(3072)",)
     assert public_tables == {"documents", "document_sources"}, "bookkeeping must stay out of the doc-server schema"
 

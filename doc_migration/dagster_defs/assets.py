@@ -329,7 +329,8 @@ def validation_report(context: AssetExecutionContext, migration: MigrationResour
     report = build_report(migration.settings, migration.url, changed or list(context.partition_keys),
                           context.run_id, embedder=migration.embedder, manifest=migration.manifest,
                           only=None if changed else ["counts", "checksums", "orphans", "rolled_back"],
-                          reuse=check_results.for_run(migration.settings, migration.url, context.run_id))
+                          reuse=check_results.for_run(migration.settings, migration.url, context.run_id),
+                          written_by=context.run_id)
     folder = migration.settings.home / "reports"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"validation-{context.run_id}.json"

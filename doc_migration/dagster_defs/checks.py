@@ -18,7 +18,7 @@ from ..storage import audit, check_results, ledger
 from ..validation.checks import check_staged_chunks, check_staged_embeddings
 from ..validation.common import ERROR, timed
 from ..validation.config import ValidationConfig
-from ..validation.report import run_check
+from ..validation.report import ROW_SCOPED, run_check
 from .assets import PARTITIONS, embeddings, loaded_rows, parsed_docs
 from .resources import MigrationResource
 from .tags import PARTITION, RANGE_END, RANGE_START
@@ -73,8 +73,10 @@ def _result(result: dict[str, Any], **extra: Any) -> dg.AssetCheckResult:
 
 
 # Cheap SQL aggregates that catch tampering anywhere (a deleted or edited row): every run checks
-# every loaded partition with them. The costly checks (vectors, pandera, retrieval, SimHash, links,
-# re-hashing sources) look at what the run loaded; `doc-migrate validate` runs all over everything.
+# every loaded partition with them. The costly checks look at what the run loaded: links and
+# re-hashing sources at its partitions, and the row-level ones (vectors, pandera, retrieval,
+# SimHash: report.ROW_SCOPED) at the rows it wrote, compared with everything else where they
+# compare; `doc-migrate validate` runs all over everything.
 WHOLE_DATABASE_CHECKS = {"counts", "checksums", "orphans"}
 
 
@@ -102,12 +104,13 @@ def _loaded_check(name: str, migration: MigrationResource,
         return dg.AssetCheckResult(passed=True, description="this run loaded no partition: nothing changed to check",
                                    metadata={"partitions_checked": 0})
 
+    run_id = _run_id(context)
+
     def compute() -> dict[str, Any]:
         return run_check(name, migration.settings, migration.url, keys, config=_config(migration),
                          manifest=migration.manifest, embedder=migration.embedder if name == "retrieval" else None,
-                         require_loaded=False)
+                         require_loaded=False, written_by=run_id if name in ROW_SCOPED else None)
 
-    run_id = _run_id(context)
     if run_id is None:
         return _result(compute(), partitions_checked=len(keys))
     # The whole result (findings capped at validation.max_findings) for the run's validation_report to reuse.

@@ -3,7 +3,6 @@ computed by the server: no content or vector is shipped to Python). The checks j
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from psycopg import sql
@@ -19,6 +18,16 @@ def column_dims(conn: Any) -> int | None:
                        "AND a.attname = 'embedding' AND NOT a.attisdropped "
                        "AND a.atttypid = to_regtype('vector')").fetchone()
     return int(row[0]) if row and row[0] is not None and int(row[0]) > 0 else None
+
+
+def written_by(s: sql.Identifier, run_id: str | None) -> sql.Composable:
+    """SQL: the row ``pr`` was inserted or updated by a committed load of run ``run_id`` (TRUE for None).
+    The costly checks of a run look at these rows only; the cheap aggregates still cover every row."""
+    if run_id is None:
+        return sql.SQL("TRUE")
+    return sql.SQL("EXISTS (SELECT 1 FROM {s}.load_undo lu JOIN {s}.loads l ON l.load_id = lu.load_id "
+                   "WHERE l.run_id = {run} AND l.status = 'committed' AND lu.op <> 'delete' "
+                   "AND lu.document_id = pr.document_id)").format(s=s, run=sql.Literal(run_id))
 
 
 def ledger_counts(settings: Settings, url: str, keys: list[str], missing_per_partition: int
@@ -91,8 +100,10 @@ def loaded_source_hashes(settings: Settings, url: str, keys: list[str]
     return loaded, scanned
 
 
-def vector_problems(settings: Settings, url: str, keys: list[str], dims: int) -> list[tuple[Any, ...]]:
-    """Rows of the partitions whose vector is NULL, of another dimension, non-finite or zero."""
+def vector_problems(settings: Settings, url: str, keys: list[str], dims: int, run_id: str | None = None
+                    ) -> list[tuple[Any, ...]]:
+    """Rows of the partitions (those run ``run_id`` wrote, when given) whose vector is NULL, of another
+    dimension, non-finite or zero."""
     s = sql.Identifier(settings.pipeline_schema)
     with connection(url) as conn:
         # Each vector is read (detoasted, 12 KB at 3072 dims) once: the norm is computed once per row in
@@ -109,9 +120,9 @@ def vector_problems(settings: Settings, url: str, keys: list[str], dims: int) ->
             "FROM (SELECT pr.partition_key, d.doc_type, d.source_name, d.doc_path, d.embedding IS NULL AS is_null, "
             "  {dims} AS dims, vector_norm(d.embedding) AS norm "
             "  FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
-            "  WHERE pr.partition_key = ANY(%s) OFFSET 0) v "
+            "  WHERE pr.partition_key = ANY(%s) AND {written} OFFSET 0) v "
             "WHERE is_null OR dims <> %s OR NOT (norm > 0 AND norm < 'Infinity'::float8) "
-            "ORDER BY 1, 2, 3, 4").format(s=s, dims=dims_expr),
+            "ORDER BY 1, 2, 3, 4").format(s=s, dims=dims_expr, written=written_by(s, run_id)),
             (dims, dims, *((dims,) if pinned else ()), keys, dims)).fetchall()
     return bad
 
@@ -244,20 +255,6 @@ def run_throughput(settings: Settings, url: str, keys: list[str], limit: int) ->
     return runs
 
 
-def owned_contents(settings: Settings, url: str, keys: list[str], batch: int) -> Iterator[list[tuple[Any, ...]]]:
-    """The partitions' rows (id, partition, doc type, source, path, source file, content, aliases), in
-    batches through a server-side cursor: memory stays at one batch whatever the corpus size."""
-    s = sql.Identifier(settings.pipeline_schema)
-    with connection(url) as conn, conn.cursor(name="doc_migration_duplicates") as cur:
-        cur.execute(sql.SQL(
-            "SELECT d.id::text, pr.partition_key, d.doc_type, d.source_name, d.doc_path, pr.source_file, d.content, "
-            "  d.metadata->'aliases' FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
-            "WHERE pr.partition_key = ANY(%s) ORDER BY d.doc_type, d.source_name, d.doc_path").format(s=s),
-            (keys,))
-        while rows := cur.fetchmany(batch):
-            yield rows
-
-
 def link_facts(settings: Settings, url: str, keys: list[str]
                ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """(every migrated source file with its format and module path; the partitions' rows that carry
@@ -278,10 +275,10 @@ def link_facts(settings: Settings, url: str, keys: list[str]
     return docs, refs, quarantined
 
 
-def retrieval_sample(settings: Settings, url: str, keys: list[str], seed: int | str, model: str, per_partition: int
-                     ) -> tuple[list[tuple[Any, ...]], Any, bool, int]:
-    """(up to ``per_partition`` rows per partition embedded by ``model``, chosen by a seeded hash of the
-    id; the count of rows not sampleable (another model, or carried vectors); whether the HNSW index
+def retrieval_sample(settings: Settings, url: str, keys: list[str], seed: int | str, model: str, per_partition: int,
+                     run_id: str | None = None) -> tuple[list[tuple[Any, ...]], Any, bool, int]:
+    """(up to ``per_partition`` rows per partition embedded by ``model`` (among those run ``run_id``
+    wrote, when given), chosen by a seeded hash of the id; the count of rows not sampleable (another model, or carried vectors); whether the HNSW index
     exists; the row count of documents when it does not)."""
     s = sql.Identifier(settings.pipeline_schema)
     with connection(url) as conn:
@@ -292,13 +289,13 @@ def retrieval_sample(settings: Settings, url: str, keys: list[str], seed: int | 
             "    row_number() OVER (PARTITION BY pr.partition_key ORDER BY md5(pr.document_id::text || %s)) AS rn "
             "  FROM {s}.partition_rows pr JOIN documents d0 ON d0.id = pr.document_id "
             "  WHERE pr.partition_key = ANY(%s) AND d0.metadata->>'embedding_model' = %s "
-            "    AND pr.embed_key <> 'carried') x JOIN documents d ON d.id = x.document_id "
-            "WHERE x.rn <= %s ORDER BY x.partition_key, d.doc_path").format(s=s),
+            "    AND pr.embed_key <> 'carried' AND {written}) x JOIN documents d ON d.id = x.document_id "
+            "WHERE x.rn <= %s ORDER BY x.partition_key, d.doc_path").format(s=s, written=written_by(s, run_id)),
             (f"{seed}:retrieval", keys, model, per_partition)).fetchall()
         skipped = conn.execute(sql.SQL(
             "SELECT count(*) FROM {s}.partition_rows pr JOIN documents d ON d.id = pr.document_id "
-            "WHERE pr.partition_key = ANY(%s) AND (d.metadata->>'embedding_model' IS DISTINCT FROM %s "
-            "  OR pr.embed_key = 'carried')").format(s=s),
+            "WHERE pr.partition_key = ANY(%s) AND {written} AND (d.metadata->>'embedding_model' IS DISTINCT FROM %s "
+            "  OR pr.embed_key = 'carried')").format(s=s, written=written_by(s, run_id)),
             (keys, model)).fetchone()
         index_exists = conn.execute(
             "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'documents_embedding_hnsw'"
@@ -308,8 +305,9 @@ def retrieval_sample(settings: Settings, url: str, keys: list[str], seed: int | 
 
 
 def schema_sample(settings: Settings, url: str, keys: list[str], seed: str, per_partition: int,
-                  meta: sql.Composable) -> list[tuple[Any, ...]]:
-    """Up to ``per_partition`` rows per partition (seeded by id) with what the pandera schemas look at;
+                  meta: sql.Composable, run_id: str | None = None) -> list[tuple[Any, ...]]:
+    """Up to ``per_partition`` rows per partition (seeded by id; among those run ``run_id`` wrote, when
+    given) with what the pandera schemas look at;
     ``meta`` selects the metadata fields (an expression over ``d.metadata``)."""
     s = sql.Identifier(settings.pipeline_schema)
     with connection(url) as conn:
@@ -326,6 +324,6 @@ def schema_sample(settings: Settings, url: str, keys: list[str], seed: str, per_
             "  SELECT pr.partition_key, pr.document_id, pr.source_file, row_number() OVER (PARTITION BY pr.partition_key "
             "      ORDER BY md5(pr.document_id::text || %s)) AS rn "
             "  FROM {s}.partition_rows pr JOIN documents d0 ON d0.id = pr.document_id "
-            "  WHERE pr.partition_key = ANY(%s)) x JOIN documents d ON d.id = x.document_id "
+            "  WHERE pr.partition_key = ANY(%s) AND {written}) x JOIN documents d ON d.id = x.document_id "
             "WHERE x.rn <= %s ORDER BY x.partition_key, d.doc_path"
-        ).format(s=s, dims=dims, meta=meta), (seed, keys, per_partition)).fetchall()
+        ).format(s=s, dims=dims, meta=meta, written=written_by(s, run_id)), (seed, keys, per_partition)).fetchall()

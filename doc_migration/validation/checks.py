@@ -144,12 +144,13 @@ def check_source_drift(settings: Settings, url: str, keys: list[str], manifest: 
 
 
 def check_embeddings(settings: Settings, url: str, keys: list[str],
-                     config: ValidationConfig | None = None) -> dict[str, Any]:
-    """No NULL, wrong-dimension, non-finite or zero vectors among the partitions' rows: every row can be
-    found by a vector search (pgvector rejects NaN/Inf on input; the check also holds for altered columns)."""
+                     config: ValidationConfig | None = None, written_by: str | None = None) -> dict[str, Any]:
+    """No NULL, wrong-dimension, non-finite or zero vectors among the partitions' rows (those run
+    ``written_by`` wrote, when given): every row can be found by a vector search (pgvector rejects
+    NaN/Inf on input; the check also holds for altered columns)."""
     cfg = config or ValidationConfig()
     dims = settings.embedding_dims
-    bad = audit.vector_problems(settings, url, keys, dims)
+    bad = audit.vector_problems(settings, url, keys, dims, written_by)
     findings = [{"partition": b[0], "doc_type": b[1], "source_name": b[2], "doc_path": b[3], "problem": b[4]}
                 for b in bad]
     parts = sorted({f["partition"] for f in findings})
@@ -158,7 +159,8 @@ def check_embeddings(settings: Settings, url: str, keys: list[str],
                    f"{findings[0]['problem']}): run `doc-migrate validate --repair` to re-embed "
                    f"{', '.join(parts[:5])}{'…' if len(parts) > 5 else ''}")
     else:
-        message = f"every vector has {dims} finite dimensions and a non-zero norm"
+        message = (f"every vector {'this run wrote ' if written_by else ''}has {dims} finite dimensions "
+                   "and a non-zero norm")
     result = check_result("embeddings", passed=not findings, severity=ERROR, message=message, findings=findings,
                           cap=cfg.max_findings, partitions=parts, dims=dims)
     result["problems"] = result["findings"]  # name kept from the first version of this check

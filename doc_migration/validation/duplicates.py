@@ -18,18 +18,16 @@ words are matched exactly only.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..config import Settings
-from ..storage import audit
+from ..storage import fingerprints
 from .common import WARN, check_result, plural
 from .config import DuplicateConfig, ValidationConfig
 
@@ -245,38 +243,48 @@ def near_pairs(fps: list[int], bits: int) -> list[tuple[int, int, int]]:
     return [(i, j, d) for (i, j), d in sorted(found.items())]
 
 
-def _load(settings: Settings, url: str, keys: list[str]) -> Iterator[list[tuple[Member, str]]]:
-    """The partitions' rows in batches: memory stays at one batch of content whatever the corpus size."""
-    for rows in audit.owned_contents(settings, url, keys, LOAD_BATCH):
-        out: list[tuple[Member, str]] = []
-        for rid, key, doc_type, source_name, doc_path, source_file, content, aliases in rows:
-            alias_refs: tuple[tuple[str, str], ...] = ()
-            if isinstance(aliases, list):
-                alias_refs = tuple((str(a.get("source_name")), str(a.get("doc_path"))) for a in aliases
-                                   if isinstance(a, dict))
-            sha = hashlib.sha256(content.encode("utf-8")).hexdigest()
-            out.append((Member(rid, key, doc_type, source_name, doc_path, source_file, sha, alias_refs), content))
-        yield out
+def _fingerprints(settings: Settings, url: str, missing: list[str], cfg: DuplicateConfig) -> dict[bytes, int | None]:
+    """SimHash of the texts of rows ``missing`` (no fingerprint stored yet), computed in batches of
+    content and remembered for the next check."""
+    out: dict[bytes, int | None] = {}
+    for batch in fingerprints.texts(settings, url, missing, LOAD_BATCH):
+        fps = simhash_many([content for _, content in batch], cfg.shingle_words, cfg.min_words)
+        found = [(sha, fp) for (sha, _), fp in zip(batch, fps, strict=True)]
+        fingerprints.store(settings, url, cfg.shingle_words, cfg.min_words, found)
+        out.update(found)
+    return out
 
 
-def find_groups(settings: Settings, url: str, keys: list[str], cfg: DuplicateConfig) -> tuple[list[Group], int]:
-    """All duplicate groups among the partitions' rows (exact first, then near), and the rows scanned."""
+def find_groups(settings: Settings, url: str, keys: list[str], cfg: DuplicateConfig,
+                written: set[str] | None = None) -> tuple[list[Group], int]:
+    """All duplicate groups among the partitions' rows (exact first, then near), and the rows compared.
+    ``written``: only the groups holding one of these rows (a run's new rows, compared with every row
+    of the partitions)."""
     by_sha: dict[tuple[str, str], list[Member]] = defaultdict(list)
-    # Near-duplicates: one representative per distinct text, fingerprinted as the rows stream by
-    # (only fingerprints are kept), compared within a doc type.
+    # Near-duplicates: one representative per distinct text, compared within a doc type; texts are
+    # read and shingled only when their fingerprint is not stored yet.
     distinct: dict[tuple[str, str], tuple[Member, int | None]] = {}
-    scanned = 0
-    for batch in _load(settings, url, keys):
-        scanned += len(batch)
-        first: list[tuple[Member, str]] = []
-        for m, content in batch:
-            key = (m.doc_type, m.sha)
-            if cfg.near and key not in by_sha:
-                first.append((m, content))
-            by_sha[key].append(m)
-        fps = simhash_many([content for _, content in first], cfg.shingle_words, cfg.min_words) if first else []
-        for (m, _), fp in zip(first, fps, strict=True):
-            distinct[(m.doc_type, m.sha)] = (m, fp)
+    unknown: dict[bytes, str] = {}  # text sha -> a row holding it
+    rows = fingerprints.duplicate_candidates(settings, url, keys, cfg.shingle_words, cfg.min_words)
+    pending: list[tuple[Member, bytes]] = []
+    for rid, key, doc_type, source_name, doc_path, source_file, text_sha, aliases, known, fp in rows:
+        alias_refs: tuple[tuple[str, str], ...] = ()
+        if isinstance(aliases, list):
+            alias_refs = tuple((str(a.get("source_name")), str(a.get("doc_path"))) for a in aliases
+                               if isinstance(a, dict))
+        raw = bytes(text_sha)
+        m = Member(rid, key, doc_type, source_name, doc_path, source_file, raw.hex(), alias_refs)
+        dkey = (doc_type, m.sha)
+        if cfg.near and dkey not in distinct:
+            distinct[dkey] = (m, fp)
+            if not known:
+                unknown.setdefault(raw, rid)
+                pending.append((m, raw))
+        by_sha[dkey].append(m)
+    if pending:
+        computed = _fingerprints(settings, url, list(unknown.values()), cfg)
+        for m, raw in pending:
+            distinct[(m.doc_type, m.sha)] = (m, computed.get(raw))
     groups = [Group("exact", dt, ms) for (dt, _), ms in sorted(by_sha.items()) if len(ms) > 1]
     reps: dict[str, list[tuple[Member, int]]] = defaultdict(list)
     for m, fp in distinct.values():
@@ -310,15 +318,19 @@ def find_groups(settings: Settings, url: str, keys: list[str], cfg: DuplicateCon
             members = [m for i in idx for m in by_sha[(doc_type, items[i][0].sha)]]
             dist = worst[root]
             groups.append(Group("near", doc_type, members, dist))
-    return groups, scanned
+    if written is not None:
+        groups = [g for g in groups if any(m.id in written for m in g.members)]
+    return groups, len(rows)
 
 
-def check_duplicates(settings: Settings, url: str, keys: list[str], config: ValidationConfig | None = None
-                     ) -> dict[str, Any]:
-    """Exact and near-duplicate rows per doc type (WARN): what a repair would merge, per the strategy."""
+def check_duplicates(settings: Settings, url: str, keys: list[str], config: ValidationConfig | None = None,
+                     written_by: str | None = None) -> dict[str, Any]:
+    """Exact and near-duplicate rows per doc type (WARN): what a repair would merge, per the strategy.
+    ``written_by``: only groups holding a row that run wrote (each still compared with every row)."""
     cfg = config or ValidationConfig()
     dcfg = cfg.duplicates
-    groups, scanned = find_groups(settings, url, keys, dcfg)
+    written = fingerprints.written_ids(settings, url, written_by) if written_by else None
+    groups, scanned = find_groups(settings, url, keys, dcfg, written)
     open_groups = [g for g in groups if not (dcfg.strategy == "canonical" and g.aliased)]
     findings: list[dict[str, Any]] = []
     for g in open_groups:
@@ -352,8 +364,11 @@ def check_duplicates(settings: Settings, url: str, keys: list[str], config: Vali
                    f" = {first['duplicates'][0]['doc_path']}): {hint}")
     else:
         how = f"SimHash ≤ {dcfg.simhash_bits} bits" if dcfg.near else "exact matches only"
-        message = f"no duplicate content among {plural(scanned, 'row')} ({how})"
+        among = (f"{plural(len(written), 'row')} this run wrote, compared with {plural(scanned, 'row')}"
+                 if written is not None else plural(scanned, "row"))
+        message = f"no duplicate content among {among} ({how})"
     return check_result("duplicates", passed=not open_groups, severity=WARN, message=message, findings=findings,
-                        cap=cfg.max_findings, partitions=[], rows_scanned=scanned, exact_groups=exact,
+                        cap=cfg.max_findings, partitions=[], rows_scanned=scanned,
+                        rows_written_checked=None if written is None else len(written), exact_groups=exact,
                         near_groups=near, redundant_rows=redundant, strategy=dcfg.strategy,
                         merge_near=dcfg.merge_near, aliased_groups=len(groups) - len(open_groups))

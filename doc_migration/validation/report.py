@@ -46,24 +46,30 @@ ALL_CHECKS: dict[str, str] = {
 
 # Checks whose result does not depend on the partitions asked for.
 KEY_INDEPENDENT = {"orphans"}
+# The costly row-level checks: in a migration run they look at the rows the run wrote (the rows it left
+# alone were checked by the run that wrote them); the cheap aggregates (counts, checksums, orphans)
+# still cover every row, and `doc-migrate validate` runs everything over everything.
+ROW_SCOPED = {"embeddings", "schema", "retrieval", "duplicates"}
 
 
-def reuse_stamp(name: str, settings: Settings, keys: list[str], config: ValidationConfig) -> str:
+def reuse_stamp(name: str, settings: Settings, keys: list[str], config: ValidationConfig,
+                written_by: str | None = None) -> str:
     """What a check's result depends on besides the database: the partitions it covered, the validation
     settings, the model and the manifest. A result computed earlier in the same run (a Dagster asset check)
     with the same stamp is the result the report would compute, so the report takes it instead of running
     the check a second time."""
     scope = [] if name in KEY_INDEPENDENT else sorted(set(keys))
-    what = [name, scope, repr(config), settings.model_name, settings.embedding_dims, settings.pipeline_schema,
+    rows = written_by if name in ROW_SCOPED else None
+    what = [name, scope, *([rows] if rows else []), repr(config), settings.model_name, settings.embedding_dims, settings.pipeline_schema,
             str(settings.sources_path)]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
 def _reusable(name: str, result: Mapping[str, Any] | None, settings: Settings, keys: list[str],
-              config: ValidationConfig) -> bool:
+              config: ValidationConfig, written_by: str | None) -> bool:
     if not isinstance(result, Mapping) or result.get("crashed") or result.get("name") != name:
         return False
-    if result.get("reuse_stamp") != reuse_stamp(name, settings, keys, config):
+    if result.get("reuse_stamp") != reuse_stamp(name, settings, keys, config, written_by):
         return False
     # The asset check counts without ``require_loaded``: the same result only when every key was loaded.
     return name != "counts" or result.get("partitions_checked") == len(set(keys))
@@ -78,15 +84,16 @@ def _manifest(settings: Settings) -> Manifest | None:
 
 def run_check(name: str, settings: Settings, url: str, keys: list[str], *, config: ValidationConfig,
               manifest: Manifest | None, embedder: Embedder | None = None,
-              require_loaded: bool = True) -> dict[str, Any]:
-    """Run one check by name (timed, crash-safe); used by the report and the Dagster asset checks."""
+              require_loaded: bool = True, written_by: str | None = None) -> dict[str, Any]:
+    """Run one check by name (timed, crash-safe); used by the report and the Dagster asset checks.
+    ``written_by``: a run id; the ROW_SCOPED checks then look only at the rows that run wrote."""
     calls: dict[str, Callable[[], dict[str, Any]]] = {
         "counts": lambda: check_counts(settings, url, keys, config, require_loaded=require_loaded),
         "checksums": lambda: check_checksums(settings, url, keys, config),
-        "embeddings": lambda: check_embeddings(settings, url, keys, config),
-        "schema": lambda: check_schema(settings, url, keys, config),
-        "retrieval": lambda: check_retrieval(settings, url, keys, config, embedder),
-        "duplicates": lambda: check_duplicates(settings, url, keys, config),
+        "embeddings": lambda: check_embeddings(settings, url, keys, config, written_by),
+        "schema": lambda: check_schema(settings, url, keys, config, written_by),
+        "retrieval": lambda: check_retrieval(settings, url, keys, config, embedder, written_by),
+        "duplicates": lambda: check_duplicates(settings, url, keys, config, written_by),
         "links": lambda: check_links(settings, url, keys, manifest, config),
         "orphans": lambda: check_orphans(settings, url, config),
         "source_drift": lambda: check_source_drift(settings, url, keys, manifest, config),
@@ -94,7 +101,9 @@ def run_check(name: str, settings: Settings, url: str, keys: list[str], *, confi
     }
     severity = config.orphans_severity if name == "orphans" else ALL_CHECKS[name]
     result = timed(name, severity, calls[name])
-    result["reuse_stamp"] = reuse_stamp(name, settings, keys, config)
+    result["reuse_stamp"] = reuse_stamp(name, settings, keys, config, written_by)
+    if written_by and name in ROW_SCOPED:
+        result["scope"] = f"rows written by run {written_by}"
     return result
 
 
@@ -136,8 +145,10 @@ def _throughput(settings: Settings, url: str, keys: list[str], limit: int = 20) 
 def build_report(settings: Settings, url: str, keys: list[str], run_id: str | None, *,
                  embedder: Embedder | None = None, manifest: Manifest | None = None,
                  config: ValidationConfig | None = None, only: list[str] | None = None,
-                 reuse: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """Run every check (or ``only`` these) over ``keys``; orphans are global and run once.
+                 reuse: Mapping[str, Mapping[str, Any]] | None = None,
+                 written_by: str | None = None) -> dict[str, Any]:
+    """Run every check (or ``only`` these) over ``keys``; orphans are global and run once;
+    ``written_by`` scopes the ROW_SCOPED checks to the rows that run wrote (see :func:`run_check`).
 
     ``reuse``: results the run's asset checks already computed, by check name; one whose
     :func:`reuse_stamp` matches (same partitions, same settings) is taken as is (``"reused": true``)."""
@@ -148,10 +159,11 @@ def build_report(settings: Settings, url: str, keys: list[str], run_id: str | No
     for name in ALL_CHECKS:
         if only is None or name in only:
             earlier = (reuse or {}).get(name)
-            if earlier is not None and _reusable(name, earlier, settings, keys, cfg):
+            if earlier is not None and _reusable(name, earlier, settings, keys, cfg, written_by):
                 checks[name] = {**earlier, "reused": True}
             else:
-                checks[name] = run_check(name, settings, url, keys, config=cfg, manifest=man, embedder=embedder)
+                checks[name] = run_check(name, settings, url, keys, config=cfg, manifest=man, embedder=embedder,
+                                         written_by=written_by)
     errors = [n for n, c in checks.items() if not c["passed"] and c["severity"] == ERROR]
     warnings = [n for n, c in checks.items() if not c["passed"] and c["severity"] != ERROR]
     st = ledger.status(settings, url, keys)

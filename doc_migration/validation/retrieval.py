@@ -50,13 +50,14 @@ def _exprs(dims: int) -> tuple[sql.Composable, sql.Composable]:
 
 
 def check_retrieval(settings: Settings, url: str, keys: list[str], config: ValidationConfig | None = None,
-                    embedder: Embedder | None = None) -> dict[str, Any]:
-    """recall@1 of sampled chunks querying with their own freshly embedded text (ERROR below threshold)."""
+                    embedder: Embedder | None = None, written_by: str | None = None) -> dict[str, Any]:
+    """recall@1 of sampled chunks (of those run ``written_by`` wrote, when given) querying with their own
+    freshly embedded text (ERROR below threshold)."""
     cfg = config or ValidationConfig()
     model = settings.model_name
     k = cfg.retrieval_top_k
     sample, skipped, index_exists, rows = audit.retrieval_sample(settings, url, keys, cfg.seed, model,
-                                                              cfg.retrieval_per_partition)
+                                                              cfg.retrieval_per_partition, written_by)
     total = len(sample)
     if not index_exists:
         sample = [sample[i] for i in _thin(len(sample), rows)]

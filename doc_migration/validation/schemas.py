@@ -89,7 +89,8 @@ def row_schema(doc_type: str, settings: Settings, cfg: ValidationConfig) -> pa.D
     return pa.DataFrameSchema(columns, checks=checks, strict=False, name=f"documents[{doc_type}]")
 
 
-def sample_rows(settings: Settings, url: str, keys: list[str], cfg: ValidationConfig) -> list[tuple[Any, ...]]:
+def sample_rows(settings: Settings, url: str, keys: list[str], cfg: ValidationConfig,
+                written_by: str | None = None) -> list[tuple[Any, ...]]:
     """Up to ``sample_per_partition`` rows per partition, the same ones on every run (seeded md5 order).
     Of the metadata only the fields some doc type requires are fetched (decoding it all cost more than
     the schema validation itself)."""
@@ -98,7 +99,7 @@ def sample_rows(settings: Settings, url: str, keys: list[str], cfg: ValidationCo
     meta = (sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
         sql.SQL("{}, d.metadata -> {}").format(sql.Literal(f), sql.Literal(f)) for f in fields))
         if len(fields) <= 50 else sql.SQL("d.metadata"))
-    return audit.schema_sample(settings, url, keys, str(cfg.seed), cfg.sample_per_partition, meta)
+    return audit.schema_sample(settings, url, keys, str(cfg.seed), cfg.sample_per_partition, meta, written_by)
 
 
 def frame(rows: list[tuple[Any, ...]], required: dict[str, str]) -> pd.DataFrame:
@@ -122,12 +123,13 @@ def frame(rows: list[tuple[Any, ...]], required: dict[str, str]) -> pd.DataFrame
     return pd.DataFrame(data)
 
 
-def check_schema(settings: Settings, url: str, keys: list[str], config: ValidationConfig | None = None
-                 ) -> dict[str, Any]:
-    """Sampled rows conform to the row schema of their doc type: proves the doc-server can read every
-    field it relies on (types, token limits, vector shape, required metadata)."""
+def check_schema(settings: Settings, url: str, keys: list[str], config: ValidationConfig | None = None,
+                 written_by: str | None = None) -> dict[str, Any]:
+    """Sampled rows (of those run ``written_by`` wrote, when given) conform to the row schema of their
+    doc type: proves the doc-server can read every field it relies on (types, token limits, vector
+    shape, required metadata)."""
     cfg = config or ValidationConfig()
-    rows = sample_rows(settings, url, keys, cfg)
+    rows = sample_rows(settings, url, keys, cfg, written_by)
     by_type: dict[str, list[tuple[Any, ...]]] = {}
     for r in rows:
         by_type.setdefault(doc_type_of(r[0]), []).append(r)

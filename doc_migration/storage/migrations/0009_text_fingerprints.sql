@@ -1,0 +1,12 @@
+-- Issue 17: the duplicate check's SimHash per distinct text, computed once. A re-run that changed a
+-- few files fingerprints only their new texts; every other row's fingerprint is read from here.
+-- Keyed by the text's sha256 and the shingling settings it was computed with (a setting change
+-- computes new fingerprints; the old ones are merely unused). simhash is NULL for a text too short
+-- to fingerprint (fewer than min_words words), so it is not shingled again either.
+CREATE TABLE @SCHEMA@.text_fingerprints (
+    text_sha      bytea NOT NULL,
+    shingle_words smallint NOT NULL,
+    min_words     smallint NOT NULL,
+    simhash       bigint,
+    PRIMARY KEY (text_sha, shingle_words, min_words)
+);
