@@ -32,7 +32,6 @@ from .config import ValidationConfig
 from .duplicates import check_duplicates
 from .links import check_links
 from .retrieval import check_retrieval
-from .schemas import check_schema
 
 __all__ = ["ALL_CHECKS", "build_report", "check_counts", "check_embeddings", "check_orphans", "reuse_stamp",
            "run_check"]
@@ -82,6 +81,15 @@ def _manifest(settings: Settings) -> Manifest | None:
         return None
 
 
+def _check_schema(settings: Settings, url: str, keys: list[str], config: ValidationConfig,
+                  written_by: str | None) -> dict[str, Any]:
+    """The pandera check, imported when it runs: pandas and pandera cost 0.6 s to import, which every
+    ``doc-migrate`` command (and every re-run of one changed file) would otherwise pay."""
+    from .schemas import check_schema
+
+    return check_schema(settings, url, keys, config, written_by)
+
+
 def run_check(name: str, settings: Settings, url: str, keys: list[str], *, config: ValidationConfig,
               manifest: Manifest | None, embedder: Embedder | None = None,
               require_loaded: bool = True, written_by: str | None = None) -> dict[str, Any]:
@@ -91,7 +99,7 @@ def run_check(name: str, settings: Settings, url: str, keys: list[str], *, confi
         "counts": lambda: check_counts(settings, url, keys, config, require_loaded=require_loaded),
         "checksums": lambda: check_checksums(settings, url, keys, config),
         "embeddings": lambda: check_embeddings(settings, url, keys, config, written_by),
-        "schema": lambda: check_schema(settings, url, keys, config, written_by),
+        "schema": lambda: _check_schema(settings, url, keys, config, written_by),
         "retrieval": lambda: check_retrieval(settings, url, keys, config, embedder, written_by),
         "duplicates": lambda: check_duplicates(settings, url, keys, config, written_by),
         "links": lambda: check_links(settings, url, keys, manifest, config),
