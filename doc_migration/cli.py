@@ -80,8 +80,9 @@ def _changed_span(settings: Settings, manifest: Manifest, url: str, keys: list[s
     partitions between changed ones cost one cheap no-op each instead of a run per gap."""
     from .pipeline.scan import scan
     from .storage.ledger import loaded_checksums
+    from .storage.scans import known_digests
 
-    scans = scan(settings, manifest, keys)
+    scans = scan(settings, manifest, keys, known_digests(settings, url, keys))
     loaded = loaded_checksums(settings, url, keys)
     changed = [i for i, k in enumerate(keys) if loaded.get(k) != scans[k].checksum]
     return keys[changed[0]:changed[-1] + 1] if changed else []

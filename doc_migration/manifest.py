@@ -281,6 +281,13 @@ class SourceItem:
     source_index: int
     refusal: str | None = None  # set when discovery itself must quarantine the item
     fingerprint: str | None = None  # change detector for items that are not files (legacy DB crates)
+    stat_key: str | None = None  # the file's identity and times when discovered (see file_stat_key)
+
+
+def file_stat_key(st: os.stat_result) -> str:
+    """What a file's bytes cannot change without changing: size, mtime, ctime (which no tool can set
+    back), inode and device. Equal keys let a scan reuse the sha256 recorded with the key."""
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"
 
 
 def _is_utf8(name: str) -> bool:
@@ -376,6 +383,7 @@ def discover(manifest: Manifest, partitions: set[str] | None = None) -> Iterator
             if partitions is not None and key not in partitions:
                 continue
             size = 0
+            stat_key = None
             if refusal is not None:
                 pass
             elif entry.is_symlink():
@@ -389,7 +397,9 @@ def discover(manifest: Manifest, partitions: set[str] | None = None) -> Iterator
                            "exclude it in the manifest or replace it with the file it stands for")
             if refusal is None:
                 try:
-                    size = entry.stat().st_size
+                    st = entry.stat()
+                    size, stat_key = st.st_size, file_stat_key(st)
                 except OSError as exc:
                     refusal = f"cannot stat file: {exc.strerror}"
-            yield SourceItem(source_name, doc_type, rel, Path(entry.path), src.format, size, key, index, refusal)
+            yield SourceItem(source_name, doc_type, rel, Path(entry.path), src.format, size, key, index, refusal,
+                             stat_key=stat_key)

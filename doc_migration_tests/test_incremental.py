@@ -3,8 +3,11 @@ rows where they are, and ends exactly where a clean load of the same files ends 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -231,3 +234,57 @@ def test_a_rerun_checks_the_rows_it_wrote_and_fingerprints_only_new_texts(tmp_pa
     assert "scope" not in full["duplicates"] and full["duplicates"]["exact_groups"] == copied
     assert full["duplicates"]["rows_written_checked"] is None
     assert full["schema"]["rows_sampled"] > checks["schema"]["rows_sampled"]
+
+
+def _scan_corpus(root: Path) -> tuple[Any, Any, list[str]]:
+    from doc_migration.config import Settings
+    from doc_migration.manifest import load_manifest
+
+    manifest_path = _corpus(root)
+    manifest = load_manifest(manifest_path)
+    settings = Settings(home=root, database_url="unused", sources_path=manifest_path)
+    return settings, manifest, manifest.partition_keys()
+
+
+def test_a_scan_reads_only_files_whose_stat_key_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from doc_migration.pipeline import scan as scan_mod
+
+    settings, manifest, keys = _scan_corpus(tmp_path)
+    fresh = scan_mod.scan(settings, manifest, keys)
+    items = {i.rel_path: (i, d) for s in fresh.values() for i, d in s.items}
+    assert all(i.stat_key is None for i, _ in items.values()), "a file written just now is never trusted by stat"
+
+    monkeypatch.setattr(scan_mod, "RACY_NS", 0)  # as if the files had been written long ago
+    settled = {i.rel_path: (i, d) for s in scan_mod.scan(settings, manifest, keys).values() for i, d in s.items}
+    assert all(i.stat_key for i, _ in settled.values())
+    known = {(i.source_name, i.rel_path): (str(i.stat_key), d) for i, d in settled.values() if d}
+    known[("guide", "page01.md")] = (known[("guide", "page01.md")][0], "recorded-digest")
+    page02 = tmp_path / "docs" / "page02.md"
+    before = page02.stat()
+    page02.write_text(page02.read_text(encoding="utf-8").replace("Page 2", "Page X"), encoding="utf-8")
+    os.utime(page02, ns=(before.st_atime_ns, before.st_mtime_ns))  # same size, same mtime: only ctime moved
+    assert page02.stat().st_size == before.st_size and page02.stat().st_mtime_ns == before.st_mtime_ns
+
+    again = {i.rel_path: d for s in scan_mod.scan(settings, manifest, keys, known).values() for i, d in s.items}
+    assert again["page01.md"] == "recorded-digest", "an unchanged stat key reuses the recorded sha256 unread"
+    assert again["page02.md"] == hashlib.sha256(page02.read_bytes()).hexdigest() != settled["page02.md"][1]
+    assert again["page03.md"] == settled["page03.md"][1]
+
+
+def test_a_rerun_finds_an_edit_that_kept_size_and_mtime(tmp_path: Path, database_url: str) -> None:
+    manifest = _corpus(tmp_path)
+    time.sleep(2.1)  # the files settle: the first scan records stat keys it may trust
+    _full(manifest, database_url, tmp_path)
+    with psycopg.connect(database_url) as conn:
+        keyed = conn.execute("SELECT count(*) FROM doc_migration.partition_files "  # type: ignore[index]
+                             "WHERE stat_key IS NOT NULL").fetchone()[0]
+    assert keyed == FILES
+    page = tmp_path / "docs" / "page04.md"
+    before = page.stat()
+    page.write_text(page.read_text(encoding="utf-8").replace("Page 4", "Page Z"), encoding="utf-8")
+    os.utime(page, ns=(before.st_atime_ns, before.st_mtime_ns))
+    second = _full(manifest, database_url, tmp_path)
+    assert second["files_parsed"] == 1 and second["rows_written"] >= 1
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM documents WHERE content LIKE '%%Page Z%%'").fetchone()[0] >= 1  # type: ignore[index]
+    assert _full(manifest, database_url, tmp_path)["rows_written"] == 0

@@ -25,7 +25,7 @@ from ..pipeline.stage import stage_partition
 from ..storage import check_results, ledger
 from ..storage.database import drop_vector_index_for_rewrite, ensure_vector_index, explain_error
 from ..storage.loading import load_partition
-from ..storage.scans import record_scans
+from ..storage.scans import known_digests, record_scans
 from ..validation.html import render_html
 from ..validation.report import build_report
 from .partitions import build_partitions
@@ -175,7 +175,8 @@ def source_manifest(context: AssetExecutionContext, migration: MigrationResource
     start = time.perf_counter()
     keys = list(context.partition_keys)
     with progress_in_run_log(context, {"scan"}):
-        scans = scan(migration.settings, migration.manifest, keys)
+        scans = scan(migration.settings, migration.manifest, keys,
+                     known_digests(migration.settings, migration.url, keys))
         record_scans(migration.settings, migration.url, scans, context.run_id)
         progress.report("scan", len(keys), len(keys))
     by_key = {k: {"files": s.files, "bytes": s.bytes, "checksum": s.checksum,

@@ -9,6 +9,7 @@ import dagster as dg
 from ..pipeline.scan import scan
 from ..storage.ledger import loaded_checksums
 from ..storage.rollback import rollback_partition, rollback_run
+from ..storage.scans import known_digests
 from .assets import ASSETS, PARTITIONS, loaded_rows, validation_report
 from .resources import MigrationResource
 from .tags import range_tags
@@ -80,7 +81,8 @@ SENSOR_INTERVAL_SECONDS = 300
 def source_change_sensor(context: dg.SensorEvaluationContext,
                          migration: MigrationResource) -> dg.SensorResult | dg.SkipReason:
     keys = PARTITIONS.get_partition_keys()
-    scans = scan(migration.settings, migration.manifest, list(keys))
+    scans = scan(migration.settings, migration.manifest, list(keys),
+                 known_digests(migration.settings, migration.url, list(keys)))
     loaded = loaded_checksums(migration.settings, migration.url, list(keys))
     changed = [k for k in keys if k in scans and scans[k].checksum != loaded.get(k)]
     if not changed:

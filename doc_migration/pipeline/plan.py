@@ -14,6 +14,7 @@ from typing import Any
 from ..config import Settings
 from ..manifest import Manifest
 from ..storage import embedding_cache, file_state, ledger
+from ..storage.scans import known_digests
 from .changes import FileChanges, partition_changes
 from .parse import make_job, parse_files
 from .scan import scan
@@ -65,7 +66,7 @@ def make_plan(settings: Settings, manifest: Manifest, url: str, keys: list[str],
               tpm: int | None = None) -> Plan:
     start = time.perf_counter()
     plan = Plan(model=settings.model_name)
-    scans = scan(settings, manifest, keys)
+    scans = scan(settings, manifest, keys, known_digests(settings, url, keys))
     states = ledger.loaded_checksums(settings, url, keys)
     owned = ledger.owned_row_counts(settings, url, keys)
     for key, sc in scans.items():

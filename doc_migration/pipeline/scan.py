@@ -10,12 +10,17 @@ import hashlib
 import json
 import os
 import stat
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..config import Settings
 from ..manifest import Manifest, SourceItem, discover
 
 PIPELINE_VERSION = "1"
+# A recorded sha256 is reused only for a file whose mtime and ctime were this much older than the
+# moment it was hashed: a write in the same clock tick as the hash could not change the stat key.
+RACY_NS = 2_000_000_000
 
 
 @dataclass
@@ -62,22 +67,40 @@ def partition_checksum(fingerprint: str, entries: list[tuple[str, str, str]]) ->
     return h.hexdigest()
 
 
-def scan(settings: Settings, manifest: Manifest, keys: list[str]) -> dict[str, PartitionScan]:
+def _settled(stat_key: str, hashed_at_ns: int) -> bool:
+    """The file's mtime and ctime are older than its hash by RACY_NS (see file_stat_key)."""
+    _, mtime, ctime, _, _ = stat_key.split(":")
+    return max(int(mtime), int(ctime)) < hashed_at_ns - RACY_NS
+
+
+def scan(settings: Settings, manifest: Manifest, keys: list[str],
+         known: Mapping[tuple[str, str], tuple[str, str]] | None = None) -> dict[str, PartitionScan]:
+    """``known``: (source, path) -> (stat key, sha256) recorded by an earlier scan; a file whose stat
+    key is unchanged is not read again (a nightly scan of a large corpus reads only what changed).
+    Items keep their stat key only when it may be trusted next time."""
     fingerprint = config_fingerprint(settings, manifest)
     by_key: dict[str, list[tuple[SourceItem, str | None]]] = {k: [] for k in keys}
     for item in discover(manifest, set(keys)):
         digest: str | None = None
         refusal = item.refusal
+        stat_key = item.stat_key
         if item.fingerprint is not None:
             digest = item.fingerprint
         elif refusal is None and item.size > manifest.limits.max_file_bytes:
             refusal = (f"file too large: {item.size:,} bytes > limit {manifest.limits.max_file_bytes:,} "
                        "(raise limits.max_file_bytes in the manifest or exclude the file)")
         if refusal is None and digest is None:
-            assert item.abs_path is not None
-            digest, refusal = file_sha256(str(item.abs_path), manifest.limits.max_file_bytes)
-        if refusal is not None:
-            item = SourceItem(**{**item.__dict__, "refusal": refusal})
+            recorded = known.get((item.source_name, item.rel_path)) if known and stat_key else None
+            if recorded is not None and recorded[0] == stat_key:
+                digest = recorded[1]
+            else:
+                assert item.abs_path is not None
+                digest, refusal = file_sha256(str(item.abs_path), manifest.limits.max_file_bytes)
+                if stat_key is not None and not _settled(stat_key, time.time_ns()):
+                    stat_key = None
+        if refusal is not None or stat_key != item.stat_key:
+            item = SourceItem(**{**item.__dict__, "refusal": refusal,
+                                 "stat_key": None if refusal is not None else stat_key})
         by_key[item.partition].append((item, digest))
     out: dict[str, PartitionScan] = {}
     for key, items in by_key.items():

@@ -23,10 +23,10 @@ def record_scans(settings: Settings, url: str, scans: dict[str, PartitionScan], 
             conn.execute(sql.SQL("DELETE FROM {}.partition_files WHERE partition_key = %s").format(schema), (key,))
             with conn.cursor().copy(sql.SQL(
                 "COPY {}.partition_files (partition_key, source_name, rel_path, doc_type, fmt, size_bytes, sha256, "
-                "refusal, run_id) FROM STDIN").format(schema)) as copy:
+                "refusal, run_id, stat_key) FROM STDIN").format(schema)) as copy:
                 for item, digest in s.items:
                     copy.write_row((key, item.source_name, item.rel_path, item.doc_type, item.fmt, item.size,
-                                    digest, item.refusal, run_id))
+                                    digest, item.refusal, run_id, item.stat_key))
             conn.execute(sql.SQL(
                 "INSERT INTO {}.partition_scans (partition_key, checksum, files, bytes, run_id) VALUES (%s,%s,%s,%s,%s) "
                 "ON CONFLICT (partition_key) DO UPDATE SET checksum = EXCLUDED.checksum, files = EXCLUDED.files, "
@@ -34,6 +34,16 @@ def record_scans(settings: Settings, url: str, scans: dict[str, PartitionScan], 
                 (key, s.checksum, s.files, s.bytes, run_id))
         conn.commit()
         crash_point("scan-after-commit")
+
+
+def known_digests(settings: Settings, url: str, keys: list[str]) -> dict[tuple[str, str], tuple[str, str]]:
+    """(source, path) -> (stat key, sha256) of the partitions' latest scans, for files whose key may be
+    trusted: what the next scan need not read again."""
+    schema = sql.Identifier(settings.pipeline_schema)
+    with connection(url) as conn:
+        return {(r[0], r[1]): (r[2], r[3]) for r in conn.execute(sql.SQL(
+            "SELECT source_name, rel_path, stat_key, sha256 FROM {}.partition_files WHERE partition_key = ANY(%s) "
+            "AND stat_key IS NOT NULL AND sha256 IS NOT NULL AND refusal IS NULL").format(schema), (keys,))}
 
 
 def scanned_files(settings: Settings, url: str,

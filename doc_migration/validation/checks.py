@@ -6,12 +6,14 @@ without shipping content or vectors to Python, so they stay cheap enough for eve
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from ..config import Settings
-from ..manifest import Manifest, discover
-from ..storage import audit
+from ..manifest import Manifest, discover, file_stat_key
+from ..storage import audit, scans
 from .common import ERROR, WARN, check_result, plural, sha256_file, source_roots
 from .config import BASE_REQUIRED, ValidationConfig
 
@@ -98,6 +100,17 @@ def check_checksums(settings: Settings, url: str, keys: list[str],
                         cap=cfg.max_findings, partitions=parts, rows_checked=checked)
 
 
+def _current_sha256(path: Path, recorded: tuple[str, str] | None) -> str | None:
+    """The file's sha256: the latest scan's when its stat key is unchanged since (see scan), else read."""
+    if recorded is not None:
+        try:
+            if file_stat_key(os.stat(path)) == recorded[0]:
+                return recorded[1]
+        except OSError:
+            return None
+    return sha256_file(path)
+
+
 def check_source_drift(settings: Settings, url: str, keys: list[str], manifest: Manifest | None,
                        config: ValidationConfig | None = None) -> dict[str, Any]:
     """Re-hash the migrated source files on disk and compare with the sha256 stored in their rows: proves
@@ -105,6 +118,7 @@ def check_source_drift(settings: Settings, url: str, keys: list[str], manifest: 
     cfg = config or ValidationConfig()
     roots = source_roots(manifest)
     loaded, scanned = audit.loaded_source_hashes(settings, url, keys)
+    known = scans.known_digests(settings, url, keys)
     findings: list[dict[str, Any]] = []
     hashed = 0
     seen: set[tuple[str, str]] = set()
@@ -114,7 +128,7 @@ def check_source_drift(settings: Settings, url: str, keys: list[str], manifest: 
             continue
         seen.add((source_name, source_file))
         recorded = [r for r in recorded if r]
-        current = sha256_file(root / source_file)
+        current = _current_sha256(root / source_file, known.get((source_name, source_file)))
         hashed += 1
         base = {"partition": key, "doc_type": doc_type, "source_name": source_name, "path": source_file}
         if current is None:

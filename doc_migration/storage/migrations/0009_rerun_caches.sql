@@ -1,4 +1,4 @@
--- Issue 17: the duplicate check's SimHash per distinct text, computed once. A re-run that changed a
+-- Issue 17, re-runs that cost what changed. The duplicate check's SimHash per distinct text, computed once. A re-run that changed a
 -- few files fingerprints only their new texts; every other row's fingerprint is read from here.
 -- Keyed by the text's sha256 and the shingling settings it was computed with (a setting change
 -- computes new fingerprints; the old ones are merely unused). simhash is NULL for a text too short
@@ -10,3 +10,8 @@ CREATE TABLE @SCHEMA@.text_fingerprints (
     simhash       bigint,
     PRIMARY KEY (text_sha, shingle_words, min_words)
 );
+
+-- The scan's stat key per file (size, mtime, ctime, inode, device), recorded with its sha256 only when
+-- the file was settled when hashed: a later scan that finds the same key reuses the sha256 instead
+-- of reading the file again (NULL: always read).
+ALTER TABLE @SCHEMA@.partition_files ADD COLUMN stat_key text;
