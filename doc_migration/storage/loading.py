@@ -292,9 +292,14 @@ def _upsert_changed(conn: psycopg.Connection, s: sql.Identifier, params: dict[st
         "  LEFT JOIN {s}.embedding_cache c ON st.carried_embedding IS NULL AND c.model = %(model)s "
         "    AND c.dims = %(dims)s AND c.text_sha = ch.text_sha "
         "  LEFT JOIN _vec v ON v.id = ch.id "
-        "  ON CONFLICT (doc_type, source_name, doc_path) DO UPDATE SET content = EXCLUDED.content, "
-        "    metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding, token_count = EXCLUDED.token_count, "
-        "    updated_at = now() "
+        # A text or vector that did not change keeps its stored value (no TOAST rewrite), which also
+        # lets PostgreSQL update the row without a new HNSW index entry (a heap-only tuple).
+        "  ON CONFLICT (doc_type, source_name, doc_path) DO UPDATE SET "
+        "    content = CASE WHEN documents.content = EXCLUDED.content THEN documents.content "
+        "      ELSE EXCLUDED.content END, "
+        "    embedding = CASE WHEN documents.embedding IS NOT DISTINCT FROM EXCLUDED.embedding "
+        "      THEN documents.embedding ELSE EXCLUDED.embedding END, "
+        "    metadata = EXCLUDED.metadata, token_count = EXCLUDED.token_count, updated_at = now() "
         "  RETURNING id, doc_type, source_name, doc_path, (xmax = 0) AS inserted"
         "), own AS ("
         "  INSERT INTO {s}.partition_rows (partition_key, document_id, doc_type, source_name, doc_path, source_file,"

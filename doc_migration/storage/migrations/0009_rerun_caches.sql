@@ -15,3 +15,16 @@ CREATE TABLE @SCHEMA@.text_fingerprints (
 -- the file was settled when hashed: a later scan that finds the same key reuses the sha256 instead
 -- of reading the file again (NULL: always read).
 ALTER TABLE @SCHEMA@.partition_files ADD COLUMN stat_key text;
+
+-- Room on each page of documents for an updated row's new version. A re-run rewrites every chunk
+-- of an edited file (its metadata carries the file's sha256) while most keep their text and vector;
+-- such an update touches no indexed column, and with free space on the page PostgreSQL writes it
+-- as a heap-only tuple: no new entry in the HNSW index (measured: 3 ms -> under 0.1 ms per row).
+-- Only new pages are filled to 80 %; a table another role owns is left as it is.
+DO $$
+BEGIN
+    IF pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = 'documents'::regclass), 'USAGE') THEN
+        ALTER TABLE documents SET (fillfactor = 80);
+    END IF;
+END
+$$;
