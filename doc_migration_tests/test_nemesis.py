@@ -8,8 +8,8 @@ a few seconds down; two ``full`` runs at once; and an embedding server answering
 whole-table fingerprint (every row's key, id, content, metadata, vector and token count) must
 equal a clean load of the same files: nothing lost, nothing duplicated.
 
-The test runs its own PostgreSQL (``testkit.crashable_pg``: a data directory under tmp_path, a
-socket of its own), never the suite's shared server, which other tests are using.
+The test runs its own PostgreSQL (``testkit.crashable_pg``: a data directory and a socket of its
+own, under tmp_path unless root), never the suite's shared server, which other tests are using.
 
 Short in CI (``DOC_MIGRATION_NEMESIS_ROUNDS``, default 4); longer with a larger value. Every run
 draws ``kill-postgres`` (the only fault no other test injects) and as many distinct faults as
@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -48,14 +49,24 @@ EXIT_UNAVAILABLE = 5  # what a command the database died under must exit with (r
 
 @pytest.fixture()
 def own_postgres(tmp_path: Path) -> Iterator[CrashablePostgres]:
-    """A PostgreSQL only this test uses, since it kills it; stopped even when the test fails."""
-    server = CrashablePostgres(tmp_path / "pg")
+    """A PostgreSQL only this test uses, since it kills it; stopped even when the test fails.
+
+    Under tmp_path, except as root: the server then runs as another user, and pytest makes its
+    temp tree private (0700) again whenever a pytest session starts, so a restart would find its
+    data directory unreachable. Its directory is then a world-traversable one in /tmp instead,
+    as the shared server's is (conftest.py), removed afterwards."""
+    root = tmp_path / "pg" if os.geteuid() != 0 else Path(tempfile.mkdtemp(prefix="doc_migration_nemesis_pg_"))
+    server = CrashablePostgres(root)
     try:
+        if os.geteuid() == 0:
+            root.chmod(0o755)
         server.init()
         server.start()
         yield server
     finally:
         server.stop()
+        if os.geteuid() == 0:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _plan(rng: random.Random, rounds: int) -> list[str]:
@@ -109,35 +120,47 @@ def _kill_at_random(proc: subprocess.Popen[str], rng: random.Random, longest: fl
         return f"killed at {delay:.1f} s"
 
 
+def _run_locks_held(url: str) -> bool:
+    """Whether a ``full`` holds its run locks (advisory locks are the only ones the pipeline takes)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()
+    return bool(row and row[0])
+
+
 def _kill_postgres(server: CrashablePostgres, proc: subprocess.Popen[str], err: Path,
                    rng: random.Random, longest: float) -> tuple[str, bool]:
     """kill -9 the database at a random moment of ``proc``, restart it after a random pause (none
     half the time: the run then meets a working server again) and check how ``proc`` ended.
 
-    The command is frozen (SIGSTOP) around the kill, so whether it held its run locks when the
-    database died is known exactly: if it did, it was mid-run and must exit 5 with a database
-    error; before it took them or after it let them go, exit 0 is also right. Returns the log text
-    and whether the kill struck mid-run."""
-    delay = rng.uniform(0.3, longest)
+    Mostly the moment is drawn within the run proper (from when its run locks are held: a timer
+    from the start would mostly hit the seconds of imports before it), a quarter of the time from
+    the start (start-up, migrations). The command is frozen (SIGSTOP) around the kill, so whether
+    it held its locks when the database died is known exactly: then it must exit 5 with a
+    database error; before it took them or after it let them go, 0 is also right. Never a hang.
+    Returns the log text and whether the kill struck mid-run."""
+    early = rng.random() < 0.25
+    delay = rng.uniform(0.3, 2.0) if early else rng.uniform(0.0, longest)
     down = rng.choice((0.0, rng.uniform(0.5, 3.0)))
+    started = time.monotonic()
+    if not early:
+        while proc.poll() is None and not _run_locks_held(server.url):
+            assert time.monotonic() - started < 120, "`full` never took its run locks"
+            time.sleep(0.02)
+    since = "the start" if early else "the run locks"
     try:
         proc.wait(timeout=delay)
-        stage = "after the run ended"
     except subprocess.TimeoutExpired:
-        stage = "while it started or finished"
-    try:
-        os.killpg(proc.pid, signal.SIGSTOP)
-    except ProcessLookupError:
         pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGSTOP)
     try:
-        with psycopg.connect(server.url, autocommit=True) as conn:
-            row = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()
-        held = bool(row and row[0])
+        held = proc.poll() is None and _run_locks_held(server.url)
         killed = server.kill()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGCONT)
-    stage = "mid-run (run locks held)" if held else stage
+    stage = ("mid-run (run locks held)" if held else
+             "after the command ended" if proc.poll() is not None else "outside the run (no run locks)")
     time.sleep(down)
     t0 = time.monotonic()
     server.restart()
@@ -147,11 +170,11 @@ def _kill_postgres(server: CrashablePostgres, proc: subprocess.Popen[str], err: 
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        raise AssertionError(f"`full` hung after PostgreSQL was killed {stage} at {delay:.1f} s") from None
+        raise AssertionError(f"`full` hung after PostgreSQL was killed {stage}") from None
     stderr = err.read_text(encoding="utf-8", errors="replace")
     errors = [line for line in stderr.splitlines() if line.startswith("doc-migrate: ")][-1:]
-    what = (f"PostgreSQL ({killed} processes) killed at {delay:.1f} s {stage}, down {down:.1f} s, "
-            f"recovered in {recovery:.1f} s; the run exited {code}" + (f": {errors[0][:100]}..." if errors else ""))
+    what = (f"PostgreSQL ({killed} processes) killed {delay:.1f} s after {since}, {stage}, down {down:.1f} s, "
+            f"recovered in {recovery:.1f} s; the run exited {code}" + (f": {errors[0][:90]}..." if errors else ""))
     allowed = {EXIT_UNAVAILABLE} if held else {0, EXIT_UNAVAILABLE}
     assert code in allowed and (code == 0 or (errors and "database error:" in errors[0])), (
         f"{what}\n{stderr[-3000:]}")
@@ -220,7 +243,7 @@ def test_nemesis(tmp_path: Path, own_postgres: CrashablePostgres) -> None:
                 err = tmp_path / f"round-{n}.stderr"
                 try:
                     what, struck = _kill_postgres(own_postgres, _popen([*cli, "full"], database_url, home, env, err),
-                                                  err, rng, 5.0)
+                                                  err, rng, 2.5)
                 except AssertionError as exc:
                     raise AssertionError(f"replay with DOC_MIGRATION_NEMESIS_SEED={seed}, round {n}: {exc}") from None
                 mid_run[fault] += struck
