@@ -234,6 +234,8 @@ def _run_migrate_job(args: argparse.Namespace, settings: Settings, manifest: Man
     from .dagster_defs.tags import range_tags
     from .definitions import defs
     from .pipeline import interrupt, progress
+    from .storage.database import DatabaseUnavailable
+    from .storage.locks import RUN_LOCKS_LOST, run_locks_lost
 
     instance = _dagster_instance(settings)
     for run_id, pid in _fail_abandoned_runs(instance):
@@ -265,16 +267,25 @@ def _run_migrate_job(args: argparse.Namespace, settings: Settings, manifest: Man
 
     # Runs execute in a worker thread so that SIGTERM/SIGINT reach our handler in the main thread
     # (a graceful stop between partitions) instead of Dagster's, which aborts the step mid-way.
+    # The main thread also watches the run-lock session: if the server drops it (a crash or a
+    # restart that the pool's fresh connections survive), the locks are gone, so the run stops.
     worker = threading.Thread(target=execute, name="doc-migrate-run", daemon=True)
     progress.add_sink(display)
+    locks_lost = False
     try:
         worker.start()
         while worker.is_alive():
             worker.join(timeout=0.2)
+            if not locks_lost and run_locks_lost(lock_conn):
+                locks_lost = True
+                interrupt.request_stop(RUN_LOCKS_LOST)
+        locks_lost = locks_lost or run_locks_lost(lock_conn, probe=True)
     finally:
         progress.remove_sink(display)
         display.close()
         lock_conn.close()
+    if locks_lost:
+        raise DatabaseUnavailable(RUN_LOCKS_LOST)
     if outcome.error is not None:
         raise outcome.error
     if interrupt.stop_requested():
@@ -744,7 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_dagster()
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    from .storage.database import DatabaseError
+    from .storage.database import DatabaseError, lost_connection
     from .storage.locks import PartitionBusy
 
     def fail(code: int, message: str, exc: BaseException | None = None) -> int:
@@ -775,6 +786,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return EXIT_OK
     except Exception as exc:  # never a raw traceback by default: exception texts may quote a connection string
+        lost = lost_connection(exc)  # the server died under a query outside a partition: retryable
+        if lost is not None:
+            return fail(EXIT_UNAVAILABLE, f"database error: {lost}", exc)
         return fail(EXIT_FAILED, f"unexpected error: {type(exc).__name__}: {exc} (run again with --debug for the "
                                  "stack trace)", exc)
 

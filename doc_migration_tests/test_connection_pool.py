@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 
 import psycopg
 import pytest
@@ -94,3 +95,32 @@ def test_idle_connections_are_bounded_across_databases(vector_url: str) -> None:
             pass
     idle = sum(len(v) for k, v in POOL._idle.items() if k[0] == os.getpid())
     assert idle <= database.ConnectionPool.MAX_IDLE
+
+
+def test_a_run_notices_when_the_server_drops_its_lock_session(database_url: str, pg_server_url: str) -> None:
+    """A crash or restart releases a run's session locks: `full` must see it and stop (exit 5)."""
+    from doc_migration.storage.locks import acquire_run_locks, run_locks_lost
+
+    conn = acquire_run_locks(database_url, ["rust-00"])
+    try:
+        assert not run_locks_lost(conn) and not run_locks_lost(conn, probe=True)
+        with psycopg.connect(pg_server_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        deadline = time.monotonic() + 5
+        while not run_locks_lost(conn):  # without a round trip, once the termination notice arrives
+            assert time.monotonic() < deadline, "the dropped lock session went unnoticed"
+            time.sleep(0.02)
+        assert run_locks_lost(conn, probe=True)
+    finally:
+        conn.close()
+
+
+def test_only_a_lost_session_counts_as_a_lost_connection() -> None:
+    """Retryable (exit 5): the server closed the socket or shut down; not: a statement failed."""
+    gone = psycopg.OperationalError("server closed the connection unexpectedly")
+    lost = database.lost_connection(gone)
+    assert lost is not None and lost.retryable and "run the same command again" in str(lost)
+    assert database.lost_connection(psycopg.errors.AdminShutdown("terminating connection")) is not None
+    assert database.lost_connection(psycopg.errors.LockNotAvailable("lock timeout")) is None
+    assert database.lost_connection(psycopg.errors.QueryCanceled("statement timeout")) is None
+    assert database.lost_connection(ValueError("no")) is None

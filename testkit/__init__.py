@@ -1,5 +1,6 @@
 """Test support that is not part of the product (not in the wheel or the image): the local
-OpenAI-compatible embedding server the tests and the benchmark run against, and a TPM probe.
+OpenAI-compatible embedding server the tests and the benchmark run against, a TPM probe, and a
+PostgreSQL the nemesis test may kill -9 (``crashable_pg``).
 
 It lives at the repository root, beside ``doc_migration``: run it from there
 (``python -m testkit.embedding_server``) or give subprocesses :func:`with_repo_on_path`.

@@ -1,18 +1,24 @@
-"""Graceful stop: after SIGTERM/SIGINT the partition in progress finishes (commits or rolls back)
-and nothing new starts."""
+"""Graceful stop: after SIGTERM/SIGINT (or the loss of the run's lock session) the partition in
+progress finishes (commits or rolls back) and nothing new starts."""
 
 from __future__ import annotations
 
 import threading
 
 _stop = threading.Event()
+SIGNALLED = "stop requested (SIGTERM/SIGINT): the partitions done so far are committed"
+_reason = SIGNALLED
 
 
 class Interrupted(Exception):
     """Raised between partitions once a stop was requested."""
 
 
-def request_stop() -> None:
+def request_stop(reason: str = SIGNALLED) -> None:
+    """``reason`` is what the partitions refused after the stop fail with (the first one wins)."""
+    global _reason
+    if not _stop.is_set():
+        _reason = reason
     _stop.set()
 
 
@@ -22,4 +28,4 @@ def stop_requested() -> bool:
 
 def check() -> None:
     if _stop.is_set():
-        raise Interrupted("stop requested (SIGTERM/SIGINT): the partitions done so far are committed")
+        raise Interrupted(_reason)

@@ -49,6 +49,20 @@ class DatabaseUnavailable(DatabaseError):
     retryable = True
 
 
+def lost_connection(exc: BaseException) -> DatabaseUnavailable | None:
+    """A psycopg error that means the session itself is gone (the server crashed, restarted or
+    closed it, SQLSTATE class 08 / 57P, or none: libpq saw the socket close), described for an
+    operator; None for any other error (a statement that failed is not worth a retry)."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return None
+    state = exc.sqlstate
+    if state is not None and not state.startswith(("08", "57P")):
+        return None
+    return DatabaseUnavailable(f"the connection to the target database was lost ({describe_error(exc)}): the "
+                               "server crashed, restarted or closed it; committed work is kept, run the same "
+                               "command again")
+
+
 def resolve_database_url(settings: Settings) -> str:
     """DATABASE_URL, or the embedded server's ``doc_server`` database (created on first use)."""
     if settings.database_url:

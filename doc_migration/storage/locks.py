@@ -4,6 +4,8 @@ repair or a prune holds it for its transaction) and one per partition for a whol
 
 from __future__ import annotations
 
+import select
+
 import psycopg
 
 from .database import connect
@@ -35,3 +37,30 @@ def acquire_run_locks(url: str, keys: list[str]) -> psycopg.Connection:
             raise PartitionBusy(f"partition {key} is being migrated by another doc-migrate run; "
                                 "wait for it to finish (see 'doc-migrate status') or stop it")
     return conn
+
+
+RUN_LOCKS_LOST = ("the database session holding this run's partition locks was lost (the server crashed, restarted "
+                  "or ended it), so another run could take the same partitions: this run stopped; committed "
+                  "partitions are kept, run 'doc-migrate full' again to resume")
+
+
+def run_locks_lost(conn: psycopg.Connection, *, probe: bool = False) -> bool:
+    """Whether the session of :func:`acquire_run_locks` is gone, and its locks with it.
+
+    Without ``probe``, a round trip only when its socket is readable (an idle session receives
+    nothing unless the server ended it), so it can be asked every fraction of a second; with
+    ``probe``, always one round trip (the last word before a run reports success)."""
+    if conn.closed or conn.broken:
+        return True
+    if not probe:
+        try:
+            readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        except (OSError, ValueError, psycopg.Error):
+            return True
+        if not readable:
+            return False
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.Error:
+        return True
+    return False
