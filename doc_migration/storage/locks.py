@@ -35,3 +35,15 @@ def acquire_run_locks(url: str, keys: list[str]) -> psycopg.Connection:
             raise PartitionBusy(f"partition {key} is being migrated by another doc-migrate run; "
                                 "wait for it to finish (see 'doc-migrate status') or stop it")
     return conn
+
+
+def acquire_batch_lock(url: str) -> psycopg.Connection:
+    """One process at a time submits, adopts and ingests Batch API batches: a second one could take a
+    batch recorded mid-upload by the first for an orphan and forget it (close the connection to release)."""
+    conn = connect(url, autocommit=True)
+    row = conn.execute("SELECT pg_try_advisory_lock(hashtext('doc_migration:embedding_batches'))").fetchone()
+    if not row or not row[0]:
+        conn.close()
+        raise PartitionBusy("another doc-migrate run is submitting or waiting for Batch API batches; wait for it "
+                            "to finish (see 'doc-migrate batches') or stop it")
+    return conn
