@@ -107,7 +107,7 @@ def test_batch_bootstrap_gives_the_rows_of_a_synchronous_run(tmp_path: Path, dat
 
 # ------------------------------------------------------------------------------------ (b) kill -9, resume
 @pytest.mark.parametrize("point", ["batch-before-upload:2", "batch-after-upload:2", "batch-after-create:2",
-                                   "batch-wait:2", "batch-download:2"])
+                                   "batch-wait:1", "batch-download:2"])
 def test_kill_9_then_resume_embeds_each_text_once(point: str, tmp_path: Path, database_url: str,
                                                   sync_rows: dict[str, tuple[Any, ...]]) -> None:
     with EmbeddingTestServer(api_key=KEY, batch_seconds=0.3) as server:
