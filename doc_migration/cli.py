@@ -41,6 +41,8 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], human: str) -> None
 def _settings(args: argparse.Namespace) -> tuple[Settings, Manifest]:
     if args.sources:
         os.environ["DOC_MIGRATION_SOURCES"] = str(Path(args.sources).resolve())
+    if getattr(args, "embed_mode", None):  # the Dagster resource reads it from the environment too
+        os.environ["DOC_MIGRATION_EMBED_MODE"] = args.embed_mode
     settings = Settings.from_env(args.sources)
     manifest = load_manifest(settings.sources_path)
     manifest.check_paths()
@@ -407,11 +409,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     settings, manifest = _settings(args)
     keys = _select(manifest, getattr(args, "partition", None), getattr(args, "doc_type", None))
+    if settings.embed_mode == "batch":
+        from .embedding.factory import require_embedder_config
+
+        require_embedder_config(settings)
     url = _database(settings)
     plan = make_plan(settings, manifest, url, keys, parallel=getattr(args, "parallel", 1),
                      tpm=env_int("DOC_MIGRATION_OPENAI_TPM", 0) or None)
     d = plan.as_dict()
     eta = f"{d['estimated_embed_seconds']} s at the configured TPM" if d["estimated_embed_seconds"] else "n/a"
+    if d["embed_mode"] == "batch":
+        eta = f"within 24 h (Batch API; ${d['estimated_dollars_sync']:.4f} through the synchronous endpoint)"
     human = (f"plan ({settings.model_name}): partitions new {len(d['partitions_new'])}, changed "
              f"{len(d['partitions_changed'])}, unchanged {len(d['partitions_unchanged'])}; files to parse "
              f"{d['files_to_parse']} (new {d['files_new']}, changed {d['files_changed']}, settings changed "
@@ -583,6 +591,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     st["partitions_awaiting_reload"] = [p["partition"] for p in pending_reloads(settings, url)]
     if args.files:
         st.update(ledger.file_classifications(settings, url))
+    st["batches_in_flight"] = _batch_dicts(settings, url, live_only=True)
     in_manifest = sum(1 for k in st["partitions"] if k in set(keys))
     lines = [f"{st['documents_loaded']} documents in {st['rows']} rows; {len(st['quarantined'])} files quarantined; "
              f"{in_manifest}/{len(keys)} partitions of this manifest loaded"
@@ -596,6 +605,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if st["partitions_awaiting_reload"]:
         lines.append(f"awaiting reload after `doc-migrate validate --repair`: "
                      f"{', '.join(st['partitions_awaiting_reload'])} (run `doc-migrate full`)")
+    if st["batches_in_flight"]:
+        lines.append(_batches_headline(st["batches_in_flight"]))
+        lines.extend(_batch_line(b) for b in st["batches_in_flight"])
     for key, p in st["partitions"].items():
         lines.append(f"  {key:<28} {p['documents']:>6} docs {p['rows']:>7} rows  loaded {p['loaded_at']}")
     for q in st["quarantined"]:
@@ -609,6 +621,64 @@ def cmd_status(args: argparse.Namespace) -> int:
         for fmt, agg in st["formats"].items():
             lines.append(f"  {fmt:<16} {agg['files']:>6} files {agg['loaded']:>6} loaded {agg['refused']:>4} refused")
     _emit(args, st, "\n".join(lines))
+    return EXIT_OK
+
+
+def _batch_dicts(settings: Settings, url: str, *, live_only: bool) -> list[dict[str, Any]]:
+    """Recorded Batch API batches with their age and expected cost (half the synchronous price)."""
+    from datetime import UTC, datetime
+
+    from .embedding.pricing import estimate_cost
+    from .storage.batches import batches
+
+    now = datetime.now(UTC)
+    out = []
+    for row in batches(settings, url, live_only=live_only):
+        d = row.as_dict()
+        d["age_seconds"] = round((now - row.created_at).total_seconds(), 1)
+        d["expected_dollars"] = round(estimate_cost(row.tokens, row.model, batch_tokens=row.tokens), 6)
+        out.append(d)
+    return out
+
+
+def _batches_headline(rows: list[dict[str, Any]]) -> str:
+    dollars = sum(b["expected_dollars"] for b in rows)
+    return (f"{len(rows)} Batch API batch(es) in flight: {sum(b['inputs'] for b in rows)} texts, "
+            f"{sum(b['tokens'] for b in rows)} tokens, expected ${dollars:.4f} (`doc-migrate full --embed-mode batch` "
+            "waits for them and loads; `doc-migrate batches cancel` cancels them)")
+
+
+def _batch_line(b: dict[str, Any]) -> str:
+    age = int(b["age_seconds"])
+    return (f"  batch {b['batch_id'] or '(not created yet)'} [{b['status']}{', ingested' if b['ingested'] else ''}] "
+            f"{b['requests']} requests / {b['inputs']} texts / {b['tokens']} tokens: {b['completed']} completed, "
+            f"{b['failed']} failed, {b['stored']} vectors stored; age {age // 3600}h{age % 3600 // 60:02d}m"
+            f"{age % 60:02d}s; expected ${b['expected_dollars']:.4f}" + (f"; {b['error']}" if b["error"] else ""))
+
+
+def cmd_batches(args: argparse.Namespace) -> int:
+    settings, _ = _settings(args)
+    url = _database(settings)
+    if args.action == "list":
+        rows = _batch_dicts(settings, url, live_only=not args.all)
+        human = "\n".join([_batches_headline(rows) if not args.all else f"{len(rows)} Batch API batch(es)",
+                           *(_batch_line(b) for b in rows)]) if rows else "no Batch API batches in flight"
+        _emit(args, {"batches": rows}, human)
+        return EXIT_OK
+    from .embedding.factory import require_embedder_config
+    from .pipeline.batch_embed import cancel_batches
+
+    require_embedder_config(settings.with_overrides(embed_mode="batch"))
+    live = _batch_dicts(settings, url, live_only=True)
+    if not live:
+        _emit(args, {"cancelled": [], "batches": []}, "no Batch API batches in flight: nothing to cancel")
+        return EXIT_OK
+    _confirm(args, f"Cancel {len(live)} Batch API batch(es) in flight (what they embedded so far is kept and paid)")
+    cancelled = cancel_batches(settings, url)
+    rows = _batch_dicts(settings, url, live_only=True)
+    _emit(args, {"cancelled": cancelled, "batches": rows},
+          f"cancelled {len(cancelled)} batch(es): {', '.join(cancelled[:10]) or '-'}; the next "
+          "`doc-migrate full --embed-mode batch` stores what they embedded and submits the rest")
     return EXIT_OK
 
 
@@ -676,13 +746,25 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run every selected partition, also those unchanged since their last load "
                            "(by default they are skipped; `doc-migrate validate` re-checks them)")
     full.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    full.add_argument("--embed-mode", choices=["sync", "batch"], default=None,
+                      help="sync: the embeddings endpoint; batch: the OpenAI Batch API at half price, waiting "
+                           "for its batches (default: $DOC_MIGRATION_EMBED_MODE, else sync)")
     full.set_defaults(func=cmd_full)
 
     plan = sub.add_parser("plan", parents=[common], help="what a full run would do and cost, without doing it")
     plan.add_argument("--partition", action="append", metavar="KEY", help="only this partition (repeatable)")
     plan.add_argument("--doc-type", action="append", metavar="TYPE", help="only this doc type (repeatable)")
     plan.add_argument("--parallel", type=int, default=1, metavar="N", help="parser processes (default: 1)")
+    plan.add_argument("--embed-mode", choices=["sync", "batch"], default=None,
+                      help="price the embeddings as sent synchronously or through the Batch API (half price)")
     plan.set_defaults(func=cmd_plan)
+
+    batches = sub.add_parser("batches", parents=[common], help="Batch API batches in flight: list or cancel them")
+    batches.add_argument("action", nargs="?", choices=["list", "cancel"], default="list",
+                         help="list (default) or cancel the batches in flight")
+    batches.add_argument("--all", action="store_true", help="list finished batches too")
+    batches.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    batches.set_defaults(func=cmd_batches)
 
     validate = sub.add_parser("validate", parents=[common], help="run the validation checks without migrating")
     validate.add_argument("--repair", action="store_true",

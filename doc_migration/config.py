@@ -20,6 +20,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_MANIFEST = PACKAGE_DIR / "sample_corpus" / "sources.yaml"
 IDENTIFIER_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 OFFLINE_MODEL = "offline-ngram-hash-v2"
+EMBED_MODES = ("sync", "batch")
 
 
 class ConfigError(Exception):
@@ -51,6 +52,7 @@ class Settings:
     pipeline_schema: str = "doc_migration"
     vector_index: str = "build"  # "defer": a bootstrap split over several runs builds the HNSW index once, last
     index_rebuild_min_rows: int = 20_000  # a run writing new text into more rows rebuilds the index (see storage)
+    embed_mode: str = "sync"  # "batch": the embeddings go through the OpenAI Batch API (half price, see pipeline)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -60,6 +62,8 @@ class Settings:
             raise ConfigError(f"pipeline schema {self.pipeline_schema!r} is not a plain lower-case SQL identifier")
         if not 1 <= int(self.embedding_dims) <= 16000:
             raise ConfigError(f"embedding dimension must be 1..16000 (pgvector's limit), got {self.embedding_dims}")
+        if self.embed_mode not in EMBED_MODES:
+            raise ConfigError(f"embed mode must be 'sync' or 'batch', got {self.embed_mode!r}")
 
     def __repr__(self) -> str:
         """Never the password: a Settings object may end up in a log line or an exception."""
@@ -97,6 +101,9 @@ class Settings:
         vector_index = (os.environ.get("DOC_MIGRATION_VECTOR_INDEX") or "build").strip().lower()
         if vector_index not in ("build", "defer"):
             raise ConfigError(f"DOC_MIGRATION_VECTOR_INDEX must be 'build' or 'defer', got {vector_index!r}")
+        embed_mode = (os.environ.get("DOC_MIGRATION_EMBED_MODE") or "sync").strip().lower()
+        if embed_mode not in EMBED_MODES:
+            raise ConfigError(f"DOC_MIGRATION_EMBED_MODE must be 'sync' or 'batch', got {embed_mode!r}")
         return cls(
             home=home,
             database_url=os.environ.get("DATABASE_URL") or None,
@@ -109,6 +116,7 @@ class Settings:
             pipeline_schema=schema,
             vector_index=vector_index,
             index_rebuild_min_rows=env_int("DOC_MIGRATION_INDEX_REBUILD_MIN_ROWS", 20_000),
+            embed_mode=embed_mode,
         )
 
     def with_overrides(self, **kwargs: Any) -> Settings:
@@ -128,4 +136,5 @@ class Settings:
             "batch_size": self.batch_size,
             "pipeline_schema": self.pipeline_schema,
             "vector_index": self.vector_index,
+            "embed_mode": self.embed_mode,
         }

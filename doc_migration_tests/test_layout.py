@@ -14,7 +14,8 @@ PACKAGE = REPO_ROOT / "doc_migration"
 PIPELINE_TABLES = ("partition_files", "partition_scans", "staged_partitions", "staged_chunks", "embedding_cache",
                    "partition_rows", "partition_state", "loads", "quarantine", "partition_failures",
                    "embedding_spend", "rollbacks", "maintenance", "check_results", "schema_migrations",
-                   "file_state", "staged_files", "load_undo", "text_fingerprints")
+                   "file_state", "staged_files", "load_undo", "text_fingerprints", "embedding_batches",
+                   "embedding_batch_texts")
 PIPELINE_SQL = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN|TABLE|TRUNCATE|COPY|USING)\s+(?:ONLY\s+)?\{[^}]*\}\.(?:"
                           + "|".join(PIPELINE_TABLES) + r")\b", re.I)
 

@@ -19,7 +19,7 @@ from dagster import AssetExecutionContext
 
 from ..embedding.pricing import estimate_cost
 from ..pipeline import interrupt, progress
-from ..pipeline.embed import embed_partition
+from ..pipeline.embed import EmbedResult, embed_partition
 from ..pipeline.scan import scan
 from ..pipeline.stage import stage_partition
 from ..storage import check_results, ledger
@@ -235,29 +235,70 @@ def parsed_docs(context: AssetExecutionContext, migration: MigrationResource) ->
 )
 def embeddings(context: AssetExecutionContext, migration: MigrationResource) -> dg.MaterializeResult:
     start = time.perf_counter()
-    embedder = migration.embedder
     model = migration.settings.model_name
     chunks = progress.Tally("embed", "chunks")
     with progress_in_run_log(context, {"embed"}):
-        results, failed = _each_partition(context, migration, "embed", lambda key: embed_partition(
-            migration.settings, migration.url, key, context.run_id, embedder, tally=chunks))
+        if migration.settings.embed_mode == "batch":
+            results, failed = _embed_through_batches(context, migration)
+        else:
+            embedder = migration.embedder
+            results, failed = _each_partition(context, migration, "embed", lambda key: embed_partition(
+                migration.settings, migration.url, key, context.run_id, embedder, tally=chunks))
+    batch = migration.settings.embed_mode == "batch"
     by_key: dict[str, dict[str, Any]] = {k: {
         "model": model, "dims": migration.settings.embedding_dims, "chunks": r.chunks,
         "chunks_embedded": r.embedded, "cache_hits": r.cache_hits, "carried_over": r.carried,
-        "computed_at_load": r.deferred, "tokens": r.tokens, "dollars": round(estimate_cost(r.tokens, model), 6),
+        "computed_at_load": r.deferred, "tokens": r.tokens, "embed_mode": migration.settings.embed_mode,
+        "dollars": round(estimate_cost(r.tokens, model, batch_tokens=r.tokens if batch else 0), 6),
         "requests": r.requests, "retries": r.retries, "seconds": round(r.seconds, 3)} for k, r in results.items()}
     tokens = sum(r.tokens for r in results.values())
     return per_partition_metadata(context, {**by_key, **_failed(failed)}, {
         "model": model,
+        "embed_mode": migration.settings.embed_mode,
         "chunks_embedded": sum(r.embedded for r in results.values()),
         "cache_hits": sum(r.cache_hits for r in results.values()),
         "computed_at_load": sum(r.deferred for r in results.values()),
         "tokens": tokens,
-        "dollars": round(estimate_cost(tokens, model), 6),
+        "dollars": round(estimate_cost(tokens, model, batch_tokens=tokens if batch else 0), 6),
         "requests": sum(r.requests for r in results.values()),
         "failed_partitions": failed,
         "seconds": round(time.perf_counter() - start, 3),
     })
+
+
+def _embed_through_batches(context: AssetExecutionContext,
+                           migration: MigrationResource) -> tuple[dict[str, EmbedResult], list[str]]:
+    """Batch mode: one set of Batch API batches for all the run's partitions, waited for here (blocking);
+    a failure fails every partition of the run (their vectors already stored are kept in the cache)."""
+    from ..embedding.batch import BatchConfig
+    from ..embedding.factory import require_embedder_config
+    from ..pipeline.batch_embed import embed_with_batches
+    from .terminal_logger import emit_line
+
+    keys = list(context.partition_keys)
+    settings, url = migration.settings, migration.url
+    failed_before = ledger.failed_partitions(settings, url, context.run_id)
+    todo = [k for k in keys if k not in failed_before]
+
+    def say(line: str) -> None:
+        context.log.info(line)
+        emit_line(f"doc-migrate: {line}")
+
+    try:
+        require_embedder_config(settings)
+        cfg = BatchConfig.from_env()
+        run = embed_with_batches(settings, url, todo, context.run_id, say=say,
+                                 sync_embedder=migration.embedder if cfg.retry == "sync" else None)
+    except interrupt.Interrupted:
+        raise
+    except Exception as exc:
+        message = explain_error(exc, settings, url)
+        context.log.error(f"batch embedding of {len(todo)} partition(s) failed: {message}")
+        for key in todo:
+            ledger.record_failure(settings, url, context.run_id, key, "embed", message)
+        return {}, keys
+    progress.report("embed", len(todo), len(keys))
+    return run.results, [k for k in keys if k in failed_before]
 
 
 @dg.asset(

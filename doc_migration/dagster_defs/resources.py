@@ -21,10 +21,13 @@ class MigrationResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     sources: str | None = None
     parallel: int = 2
+    # "sync" or "batch" (the OpenAI Batch API: half price, results within 24 h); None: $DOC_MIGRATION_EMBED_MODE
+    embed_mode: str | None = None
 
     @cached_property
     def settings(self) -> Settings:
-        return Settings.from_env(self.sources)
+        settings = Settings.from_env(self.sources)
+        return settings.with_overrides(embed_mode=self.embed_mode) if self.embed_mode else settings
 
     @cached_property
     def manifest(self) -> Manifest:

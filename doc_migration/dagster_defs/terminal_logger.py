@@ -28,6 +28,11 @@ def _emit(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def emit_line(text: str) -> None:
+    """A progress line on the CLI's display (stderr outside the CLI), whatever the log level."""
+    _emit(text)
+
+
 class _OneLine(logging.Handler):
     def __init__(self, level: int, debug: bool) -> None:
         super().__init__(level)

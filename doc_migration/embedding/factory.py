@@ -14,6 +14,10 @@ if TYPE_CHECKING:  # numpy and the tokenizer load with the embedders, not with t
 def require_embedder_config(settings: Settings) -> None:
     """Fail with the fix before any work: a run must not scan and parse for minutes, then stop at the
     embeddings for want of a key."""
+    if settings.embed_mode == "batch" and settings.embedder != "openai":
+        raise ConfigError("--embed-mode batch needs the OpenAI Batch API: set DOC_MIGRATION_EMBEDDER=openai and "
+                          "OPENAI_API_KEY (OPENAI_BASE_URL for a compatible server); the offline embedder is "
+                          "free and has no batches, use --embed-mode sync")
     if settings.embedder == "openai" and not os.environ.get("OPENAI_API_KEY") and not settings.openai_base_url:
         raise ConfigError("DOC_MIGRATION_EMBEDDER=openai needs OPENAI_API_KEY (and OPENAI_BASE_URL for a "
                           "compatible server); unset DOC_MIGRATION_EMBEDDER to use the offline embedder")

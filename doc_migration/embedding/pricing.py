@@ -1,13 +1,15 @@
 """Embedding prices (USD per 1M input tokens) for cost plans and run summaries.
 
 Override the configured model's price with ``DOC_MIGRATION_PRICE_PER_MTOK`` (e.g. a negotiated
-rate, or 0.065 for the Batch API's half price).
+rate). Tokens sent through the Batch API cost :data:`BATCH_DISCOUNT` of that price (half, at OpenAI).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+
+BATCH_DISCOUNT = 0.5  # the Batch API bills half the synchronous price
 
 DEFAULT_PRICES: dict[str, float] = {
     "text-embedding-3-large": 0.13,
@@ -25,10 +27,14 @@ def price_table() -> dict[str, float]:
     return table
 
 
-def estimate_cost(tokens: int, model: str, prices: Mapping[str, float] | None = None) -> float:
-    """USD for ``tokens`` input tokens of ``model``; models with no known price (a local Ollama
-    model, a proxy alias) cost 0.0: self-hosted embeddings are not billed per token."""
+def estimate_cost(tokens: int, model: str, prices: Mapping[str, float] | None = None, *,
+                  batch_tokens: int = 0) -> float:
+    """USD for ``tokens`` input tokens of ``model``, ``batch_tokens`` of them sent through the Batch API
+    (half price); models with no known price (a local Ollama model, a proxy alias) cost 0.0:
+    self-hosted embeddings are not billed per token."""
     table = price_table()
     if prices:
         table.update(prices)
-    return tokens / 1_000_000 * float(table.get(model, 0.0))
+    price = float(table.get(model, 0.0))
+    batch = min(max(0, batch_tokens), tokens)
+    return ((tokens - batch) + batch * BATCH_DISCOUNT) / 1_000_000 * price

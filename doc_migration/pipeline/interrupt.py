@@ -29,3 +29,8 @@ def stop_requested() -> bool:
 def check() -> None:
     if _stop.is_set():
         raise Interrupted(_reason)
+
+
+def wait(seconds: float) -> bool:
+    """Sleep up to ``seconds``, waking at once on a stop request (a batch wait can last hours); True if stopped."""
+    return _stop.wait(seconds)

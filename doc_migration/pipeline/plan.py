@@ -45,6 +45,8 @@ class Plan:
     estimated_dollars: float = 0.0
     estimated_embed_seconds: float | None = None
     model: str = ""
+    embed_mode: str = "sync"  # "batch": priced at the Batch API's half price, no TPM-bound time estimate
+    estimated_dollars_sync: float = 0.0  # the same tokens through the synchronous endpoint
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -65,7 +67,7 @@ def _count_files(plan: Plan, changes: FileChanges) -> None:
 def make_plan(settings: Settings, manifest: Manifest, url: str, keys: list[str], parallel: int = 1,
               tpm: int | None = None) -> Plan:
     start = time.perf_counter()
-    plan = Plan(model=settings.model_name)
+    plan = Plan(model=settings.model_name, embed_mode=settings.embed_mode)
     scans = scan(settings, manifest, keys, known_digests(settings, url, keys))
     states = ledger.loaded_checksums(settings, url, keys)
     owned = ledger.owned_row_counts(settings, url, keys)
@@ -121,8 +123,10 @@ def make_plan(settings: Settings, manifest: Manifest, url: str, keys: list[str],
     if settings.embedder != "offline":
         from ..embedding.pricing import estimate_cost
 
-        plan.estimated_dollars = estimate_cost(plan.tokens_to_embed, settings.model_name)
-        if tpm:
+        batch = plan.tokens_to_embed if settings.embed_mode == "batch" else 0
+        plan.estimated_dollars = estimate_cost(plan.tokens_to_embed, settings.model_name, batch_tokens=batch)
+        plan.estimated_dollars_sync = estimate_cost(plan.tokens_to_embed, settings.model_name)
+        if tpm and not batch:
             plan.estimated_embed_seconds = round(60.0 * plan.tokens_to_embed / tpm, 1)
     plan.seconds = round(time.perf_counter() - start, 3)
     return plan

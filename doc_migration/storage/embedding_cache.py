@@ -61,17 +61,18 @@ def store(conn: psycopg.Connection, settings: Settings, model: str, dims: int, s
 
 def record_spend(conn: psycopg.Connection, settings: Settings, run_id: str, key: str, model: str, *,
                  inputs: int = 0, cache_hits: int = 0, tokens: int = 0, requests: int = 0, retries: int = 0,
-                 seconds: float = 0.0) -> None:
+                 seconds: float = 0.0, batch_tokens: int = 0) -> None:
     """Add to the run's spend for a partition (the embed stage and, for vectors computed while
     loading, the load stage both report here); the caller commits."""
     schema = sql.Identifier(settings.pipeline_schema)
     conn.execute(sql.SQL(
         "INSERT INTO {}.embedding_spend (run_id, partition_key, model, inputs, cache_hits, tokens, requests, "
-        "retries, seconds) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (run_id, partition_key) DO UPDATE SET "
+        "retries, seconds, batch_tokens) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (run_id, partition_key) DO UPDATE SET "
         "inputs = embedding_spend.inputs + EXCLUDED.inputs, "
         "cache_hits = greatest(embedding_spend.cache_hits, EXCLUDED.cache_hits), "
         "tokens = embedding_spend.tokens + EXCLUDED.tokens, requests = embedding_spend.requests + EXCLUDED.requests, "
-        "retries = embedding_spend.retries + EXCLUDED.retries, seconds = embedding_spend.seconds + EXCLUDED.seconds"
-    ).format(schema), (run_id, key, model, inputs, cache_hits, tokens, requests, retries, seconds))
+        "retries = embedding_spend.retries + EXCLUDED.retries, seconds = embedding_spend.seconds + EXCLUDED.seconds, "
+        "batch_tokens = embedding_spend.batch_tokens + EXCLUDED.batch_tokens"
+    ).format(schema), (run_id, key, model, inputs, cache_hits, tokens, requests, retries, seconds, batch_tokens))
 
 

@@ -117,7 +117,8 @@ def run_summary(settings: Settings, url: str, run_ids: list[str], keys: list[str
             "coalesce(sum(requests),0), coalesce(sum(retries),0) FROM {}.embedding_spend WHERE run_id = ANY(%s)"
         ).format(s), (run_ids,)).fetchone()
         by_model = conn.execute(sql.SQL(
-            "SELECT model, sum(tokens) FROM {}.embedding_spend WHERE run_id = ANY(%s) GROUP BY model").format(s),
+            "SELECT model, sum(tokens), sum(batch_tokens) FROM {}.embedding_spend WHERE run_id = ANY(%s) "
+            "GROUP BY model").format(s),
             (run_ids,)).fetchall()
         quarantined = conn.execute(sql.SQL(
             "SELECT rel_path, reason, doc_type, stage, hint, format, detected_by FROM {}.quarantine "
@@ -151,7 +152,8 @@ def run_summary(settings: Settings, url: str, run_ids: list[str], keys: list[str
         "tokens_sent": int(spend[2]),
         "embedding_requests": int(spend[3]),
         "embedding_retries": int(spend[4]),
-        "estimated_dollars": sum(estimate_cost(int(t or 0), m) for m, t in by_model),
+        "estimated_dollars": sum(estimate_cost(int(t or 0), m, batch_tokens=int(b or 0)) for m, t, b in by_model),
+        "batch_tokens": sum(int(b or 0) for _, _, b in by_model),
         "failed_partitions": sorted({f[0] for f in failures}),
         "failures": [{"partition": f[0], "stage": f[1], "error": f[2]} for f in failures],
     }
@@ -247,7 +249,7 @@ def partition_facts(settings: Settings, url: str, run_id: str, keys: list[str]) 
             "SELECT partition_key, count(*) FROM {}.partition_rows WHERE partition_key = ANY(%s) GROUP BY 1"
         ).format(s), (keys,)).fetchall())
         spend = conn.execute(sql.SQL(
-            "SELECT partition_key, model, tokens, inputs, requests FROM {}.embedding_spend "
+            "SELECT partition_key, model, tokens, inputs, requests, batch_tokens FROM {}.embedding_spend "
             "WHERE run_id = %s AND partition_key = ANY(%s)").format(s), (run_id, keys)).fetchall()
     facts: dict[str, dict[str, Any]] = {k: {"rows": int(rows.get(k, 0)), "documents": 0, "chunks": 0, "files": 0,
                                             "quarantined": 0, "tokens": 0, "dollars": 0.0, "embedded": 0,
@@ -255,10 +257,10 @@ def partition_facts(settings: Settings, url: str, run_id: str, keys: list[str]) 
     for key, files, documents, chunks, quarantined in states:
         facts[key].update(files=int(files), documents=int(documents), chunks=int(chunks),
                           quarantined=int(quarantined))
-    for key, model, tokens, inputs, requests in spend:
+    for key, model, tokens, inputs, requests, batch_tokens in spend:
         f = facts[key]
         f["tokens"] += int(tokens or 0)
         f["embedded"] += int(inputs or 0)
         f["requests"] += int(requests or 0)
-        f["dollars"] += estimate_cost(int(tokens or 0), model)
+        f["dollars"] += estimate_cost(int(tokens or 0), model, batch_tokens=int(batch_tokens or 0))
     return facts

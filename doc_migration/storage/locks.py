@@ -64,3 +64,15 @@ def run_locks_lost(conn: psycopg.Connection, *, probe: bool = False) -> bool:
     except psycopg.Error:
         return True
     return False
+
+
+def acquire_batch_lock(url: str) -> psycopg.Connection:
+    """One process at a time submits, adopts and ingests Batch API batches: a second one could take a
+    batch recorded mid-upload by the first for an orphan and forget it (close the connection to release)."""
+    conn = connect(url, autocommit=True)
+    row = conn.execute("SELECT pg_try_advisory_lock(hashtext('doc_migration:embedding_batches'))").fetchone()
+    if not row or not row[0]:
+        conn.close()
+        raise PartitionBusy("another doc-migrate run is submitting or waiting for Batch API batches; wait for it "
+                            "to finish (see 'doc-migrate batches') or stop it")
+    return conn
