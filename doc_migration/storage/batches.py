@@ -22,9 +22,6 @@ from .database import connection
 #: Batch statuses after which the server does nothing more with a batch.
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
-_COLUMNS = ("token, run_id, model, dims, partitions, requests, inputs, tokens, status, file_id, batch_id, "
-            "output_file_id, error_file_id, completed, failed, stored, error, ingested, created_at, updated_at")
-
 
 @dataclass
 class BatchRow:
@@ -62,20 +59,22 @@ def _schema(settings: Settings) -> sql.Identifier:
 def batches(settings: Settings, url: str, *, live_only: bool = False, model: str | None = None,
             dims: int | None = None) -> list[BatchRow]:
     """Recorded batches, oldest first; ``live_only``: those whose output is not in the cache yet."""
-    where = ["TRUE"]
+    where: list[sql.Composable] = [sql.SQL("TRUE")]
     params: list[Any] = []
     if live_only:
-        where.append("NOT ingested")
+        where.append(sql.SQL("NOT ingested"))
     if model is not None:
-        where.append("model = %s")
+        where.append(sql.SQL("model = %s"))
         params.append(model)
     if dims is not None:
-        where.append("dims = %s")
+        where.append(sql.SQL("dims = %s"))
         params.append(dims)
     with connection(url) as conn:
-        rows = conn.execute(sql.SQL("SELECT " + _COLUMNS + " FROM {}.embedding_batches WHERE "  # noqa: S608
-                                    + " AND ".join(where) + " ORDER BY created_at, token").format(_schema(settings)),
-                            params).fetchall()
+        rows = conn.execute(sql.SQL(
+            "SELECT token, run_id, model, dims, partitions, requests, inputs, tokens, status, file_id, batch_id, "
+            "output_file_id, error_file_id, completed, failed, stored, error, ingested, created_at, updated_at "
+            "FROM {}.embedding_batches WHERE {} ORDER BY created_at, token").format(
+                _schema(settings), sql.SQL(" AND ").join(where)), params).fetchall()
     return [BatchRow(*r) for r in rows]
 
 
